@@ -100,6 +100,12 @@ void registry::make_gauge_fn(std::string_view name, std::string_view help, std::
   family_for(name, help, kind::gauge).fns[std::string(labels)] = std::move(fn);
 }
 
+void registry::make_counter_fn(std::string_view name, std::string_view help, std::string_view labels,
+                               std::function<double()> fn) {
+  std::lock_guard lock(mu_);
+  family_for(name, help, kind::counter).fns[std::string(labels)] = std::move(fn);
+}
+
 static std::string braces(const std::string& labels) { return labels.empty() ? "" : "{" + labels + "}"; }
 
 static std::string with_le(const std::string& labels, std::string_view le) {

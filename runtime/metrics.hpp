@@ -81,6 +81,9 @@ public:
   /// A gauge computed at scrape time (queue depths, live timers). `fn` must be thread-safe.
   void make_gauge_fn(std::string_view name, std::string_view help, std::string_view labels,
                      std::function<double()> fn);
+  /// A counter read at scrape time from a value its owner keeps (must only grow).
+  void make_counter_fn(std::string_view name, std::string_view help, std::string_view labels,
+                       std::function<double()> fn);
 
   /// The whole registry in the Prometheus text exposition format (version 0.0.4).
   std::string render() const;

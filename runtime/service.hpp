@@ -1,0 +1,364 @@
+// A sharded service: keys hash to slots, slots map to shards, each shard exclusively owns the
+// state of its keys. A shard has two CAF actors, its write lane (mutations, in order, owns the
+// state) and its read lane (queries against what the write lane published), so a slow read
+// never delays a write and a burst of writes never starves reads.
+//
+// The life of a cast: hash the key -> slot -> shard (one table lookup) -> bump the shard's queue
+// depth (one relaxed atomic) -> caf::anon_send to the write-lane actor. Nothing waits.
+#pragma once
+
+#include "runtime/clock.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/slot_table.hpp"
+#include "runtime/supervisor.hpp"
+
+#include <caf/all.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace agner {
+
+/// Envelopes around a service's own message types, so CAF carries them without requiring them
+/// to be serializable (shards are local; a cluster link will serialize explicitly).
+template <class T>
+struct write_env {
+  T msg;
+};
+template <class T>
+struct read_env {
+  T msg;
+  time_point deadline; ///< a read dequeued after this answers `request_timeout` unrun
+};
+template <class T>
+struct reply_env {
+  T value;
+};
+/// An asynchronous read: the reply goes to a callback, run on the read-lane thread.
+template <class T, class R>
+struct read_cb_env {
+  T msg;
+  time_point deadline;
+  std::function<void(caf::expected<R>)> done;
+};
+
+} // namespace agner
+
+namespace caf {
+template <class T>
+struct allowed_unsafe_message_type<agner::write_env<T>> : std::true_type {};
+template <class T>
+struct allowed_unsafe_message_type<agner::read_env<T>> : std::true_type {};
+template <class T>
+struct allowed_unsafe_message_type<agner::reply_env<T>> : std::true_type {};
+template <class T, class R>
+struct allowed_unsafe_message_type<agner::read_cb_env<T, R>> : std::true_type {};
+} // namespace caf
+
+namespace agner {
+
+/// Tuning of one service. Every number has a reason.
+struct service_options {
+  std::string name = "service";
+  /// Shards per service: a small multiple of the scheduler's threads, never one per key.
+  uint32_t shards = 8;
+  /// Write-lane depth at which the shard reports overloaded: ~10 ms of work at 1M msgs/s.
+  int64_t queue_high = 10'000;
+  /// Depth at which overloaded clears again; the gap avoids flapping at the edge.
+  int64_t queue_low = 2'000;
+  restart_limits restarts{};
+};
+
+/// Per-shard counters shared between producers and the lanes. Each field sits on its own cache
+/// line: depth is written by every producer, the rest only by the lane actors.
+struct shard_stats {
+  alignas(64) std::atomic<int64_t> write_depth{0};
+  alignas(64) std::atomic<int64_t> read_depth{0};
+  alignas(64) std::atomic<bool> overloaded{false};
+  std::atomic<uint64_t> writes{0};
+  std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> overload_events{0};
+  std::atomic<uint64_t> read_failures{0};
+};
+
+/// What a shard implementation sees of its surroundings. Owned by the write lane.
+template <class View>
+class shard_context {
+public:
+  shard_context(std::string service, uint32_t index, caf::actor_system& sys)
+      : service_(std::move(service)), index_(index), sys_(&sys) {}
+
+  const std::string& service() const noexcept { return service_; }
+  uint32_t index() const noexcept { return index_; }
+  caf::actor_system& system() const noexcept { return *sys_; }
+  /// The write-lane actor, for sending itself work (e.g. store completions).
+  const caf::actor& self() const noexcept { return self_; }
+
+  /// Publishes an immutable snapshot for the read lane. Write lane only. Readers that already
+  /// hold the previous snapshot keep it alive until they finish.
+  void publish(std::shared_ptr<const View> v) noexcept { std::atomic_store_explicit(&view_, std::move(v), std::memory_order_release); }
+  /// The latest published snapshot; any thread.
+  std::shared_ptr<const View> view() const noexcept { return std::atomic_load_explicit(&view_, std::memory_order_acquire); }
+
+private:
+  template <class S>
+  friend class service;
+  std::string service_;
+  uint32_t index_;
+  caf::actor_system* sys_;
+  caf::actor self_;
+  std::shared_ptr<const View> view_;
+};
+
+/// A sharded service over a shard implementation `Shard`, which provides:
+///   using write_msg = ...;   // mutations, handled in order on the write lane
+///   using read_msg = ...;    // queries, handled on the read lane
+///   using read_reply = ...;
+///   using view = ...;        // what the write lane publishes for the read lane
+///   void on_write(write_msg&);                                   // may throw: shard restarts
+///   static read_reply on_read(const view&, read_msg&);           // may throw: caller gets an error
+/// and a factory that builds a Shard from durable state, called at start and on every restart.
+///
+/// Callers use typed client functions built on cast() and call(); they never see CAF messages.
+/// Thread-safety: cast, call and overloaded may be called from any thread.
+template <class Shard>
+class service {
+public:
+  using write_msg = typename Shard::write_msg;
+  using read_msg = typename Shard::read_msg;
+  using read_reply = typename Shard::read_reply;
+  using view = typename Shard::view;
+  using context = shard_context<view>;
+  using factory = std::function<std::unique_ptr<Shard>(context&)>;
+  /// Called once when restarts exceed the intensity: the node stops loudly.
+  using escalation = std::function<void(const std::string& why)>;
+
+  service(caf::actor_system& sys, service_options opts, factory make, escalation escalate,
+          metrics::registry* reg = nullptr, const clock& clk = steady_clock_source::instance())
+      : sys_(&sys), opts_(std::move(opts)), table_(opts_.shards), budget_(opts_.restarts), clock_(&clk),
+        make_(std::move(make)), escalate_(std::move(escalate)), stats_(opts_.shards) {
+    cores_.reserve(opts_.shards);
+    for (uint32_t i = 0; i < opts_.shards; ++i) {
+      auto core = std::make_shared<shard_core>(this, context{opts_.name, i, sys});
+      core->impl = make_(core->ctx);
+      if (!core->ctx.view())
+        core->ctx.publish(std::make_shared<const view>());
+      core->ctx.self_ = sys.spawn(writer_behavior, core);
+      cores_.push_back(core);
+      writers_.push_back(core->ctx.self_);
+      readers_.push_back(sys.spawn(reader_behavior, core));
+    }
+    if (reg)
+      register_metrics(*reg);
+  }
+
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+  ~service() { stop(); }
+
+  /// Fire-and-forget: enqueue a mutation at the owner of `key` and return at once.
+  template <class Key>
+  void cast(const Key& key, write_msg msg) {
+    cast_to_shard(table_.shard_of(key), std::move(msg));
+  }
+
+  void cast_to_shard(uint32_t shard, write_msg msg) {
+    auto& st = stats_[shard];
+    auto d = st.write_depth.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (d >= opts_.queue_high && !st.overloaded.load(std::memory_order_relaxed) &&
+        !st.overloaded.exchange(true, std::memory_order_relaxed))
+      st.overload_events.fetch_add(1, std::memory_order_relaxed);
+    caf::anon_send(writers_[shard], write_env<write_msg>{std::move(msg)});
+  }
+
+  /// Request/reply on the read lane with a mandatory timeout. Blocks the calling thread: for
+  /// the edges (tools, admin, tests), never for an actor or an I/O thread (use call_async).
+  template <class Key>
+  caf::expected<read_reply> call(const Key& key, read_msg msg, duration timeout) {
+    auto shard = table_.shard_of(key);
+    stats_[shard].read_depth.fetch_add(1, std::memory_order_relaxed);
+    caf::scoped_actor self{*sys_};
+    caf::expected<read_reply> out{caf::sec::request_timeout};
+    self->request(readers_[shard], timeout, read_env<read_msg>{std::move(msg), clock_->now() + timeout})
+      .receive([&](reply_env<read_reply>& r) { out = std::move(r.value); },
+               [&](caf::error& e) { out = std::move(e); });
+    return out;
+  }
+
+  /// Asynchronous read: `done` runs on the read lane's thread with the reply or an error. A
+  /// request still queued at `now + timeout` is answered with request_timeout without running.
+  /// `done` must be cheap (post to the caller's own loop).
+  template <class Key>
+  void call_async(const Key& key, read_msg msg, duration timeout, std::function<void(caf::expected<read_reply>)> done) {
+    auto shard = table_.shard_of(key);
+    stats_[shard].read_depth.fetch_add(1, std::memory_order_relaxed);
+    caf::anon_send(readers_[shard],
+                   read_cb_env<read_msg, read_reply>{std::move(msg), clock_->now() + timeout, std::move(done)});
+  }
+
+  /// True while the owner of `key` is past its high watermark (and not yet back below low).
+  template <class Key>
+  bool overloaded(const Key& key) const noexcept {
+    return stats_[table_.shard_of(key)].overloaded.load(std::memory_order_relaxed);
+  }
+
+  template <class Key>
+  uint32_t shard_of(const Key& key) const noexcept {
+    return table_.shard_of(key);
+  }
+  const shard_stats& stats(uint32_t shard) const noexcept { return stats_[shard]; }
+  uint32_t shards() const noexcept { return opts_.shards; }
+  uint64_t restarts() const { return budget_.restarts(); }
+  const std::string& name() const noexcept { return opts_.name; }
+
+  /// Stops every lane actor and, if `wait`, blocks until they are gone (pass false under CAF's
+  /// deterministic test scheduler, which runs actors only when told). Queued messages are
+  /// dropped: the caller drains first if it needs to (the node's stop order does).
+  void stop(bool wait = true) {
+    if (writers_.empty())
+      return;
+    for (auto& a : writers_)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    for (auto& a : readers_)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    if (wait) {
+      caf::scoped_actor self{*sys_};
+      for (auto& a : writers_)
+        self->wait_for(a);
+      for (auto& a : readers_)
+        self->wait_for(a);
+    }
+    writers_.clear();
+    readers_.clear();
+    for (auto& c : cores_)
+      c->ctx.self_ = nullptr; // breaks the core -> actor handle cycle
+    cores_.clear();
+  }
+
+private:
+  struct shard_core {
+    shard_core(service* s, context c) : svc(s), ctx(std::move(c)) {}
+    service* svc;
+    context ctx;
+    std::unique_ptr<Shard> impl;
+    bool failed = false;
+  };
+
+  static caf::behavior writer_behavior(caf::event_based_actor* self, std::shared_ptr<shard_core> core) {
+    return {
+      [core](write_env<write_msg>& e) { core->svc->on_write(*core, e.msg); },
+    };
+  }
+
+  static caf::behavior reader_behavior(caf::event_based_actor* self, std::shared_ptr<shard_core> core) {
+    return {
+      [core](read_env<read_msg>& e) -> caf::result<reply_env<read_reply>> {
+        auto r = core->svc->on_read(*core, e.msg, e.deadline);
+        if (!r)
+          return std::move(r.error());
+        return reply_env<read_reply>{std::move(*r)};
+      },
+      [core](read_cb_env<read_msg, read_reply>& e) { e.done(core->svc->on_read(*core, e.msg, e.deadline)); },
+    };
+  }
+
+  void on_write(shard_core& c, write_msg& m) {
+    auto& st = stats_[c.ctx.index()];
+    if (!c.failed) {
+      try {
+        c.impl->on_write(m);
+      } catch (const std::exception& e) {
+        restart(c, e.what());
+      } catch (...) {
+        restart(c, "unknown exception");
+      }
+    }
+    st.writes.fetch_add(1, std::memory_order_relaxed);
+    auto d = st.write_depth.fetch_sub(1, std::memory_order_relaxed) - 1;
+    if (d <= opts_.queue_low && st.overloaded.load(std::memory_order_relaxed))
+      st.overloaded.store(false, std::memory_order_relaxed);
+  }
+
+  caf::expected<read_reply> on_read(shard_core& c, read_msg& m, time_point deadline) {
+    auto& st = stats_[c.ctx.index()];
+    st.read_depth.fetch_sub(1, std::memory_order_relaxed);
+    st.reads.fetch_add(1, std::memory_order_relaxed);
+    if (clock_->now() > deadline)
+      return caf::make_error(caf::sec::request_timeout);
+    try {
+      auto v = c.ctx.view();
+      return Shard::on_read(*v, m);
+    } catch (const std::exception& e) {
+      st.read_failures.fetch_add(1, std::memory_order_relaxed);
+      log::warn(opts_.name, "shard {} read failed: {}", c.ctx.index(), e.what());
+      return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
+    }
+  }
+
+  // OTP one_for_one restart in place: the failed message is dropped (as an Erlang process's
+  // would be), the state is rebuilt from durable state by the factory, the actor handles and
+  // the queued messages stay, so callers never see a stale handle.
+  void restart(shard_core& c, const std::string& why) {
+    log::error(opts_.name, "shard {} crashed: {}", c.ctx.index(), why);
+    c.impl.reset();
+    if (!budget_.allow(clock_->now())) {
+      c.failed = true;
+      auto msg = fmt::format("service {}: more than {} restarts in {} ms, escalating (last: {})", opts_.name,
+                             opts_.restarts.intensity,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(opts_.restarts.period).count(), why);
+      log::critical(opts_.name, "{}", msg);
+      if (escalate_)
+        escalate_(msg);
+      return;
+    }
+    try {
+      c.impl = make_(c.ctx);
+      log::info(opts_.name, "shard {} restarted", c.ctx.index());
+    } catch (const std::exception& e) {
+      restart(c, fmt::format("restart failed: {}", e.what()));
+    }
+  }
+
+  void register_metrics(metrics::registry& reg) {
+    for (uint32_t i = 0; i < opts_.shards; ++i) {
+      auto labels = fmt::format("service=\"{}\",shard=\"{}\"", opts_.name, i);
+      auto* st = &stats_[i];
+      reg.make_gauge_fn("agner_shard_write_queue", "Write-lane messages queued at a shard", labels,
+                        [st] { return static_cast<double>(st->write_depth.load(std::memory_order_relaxed)); });
+      reg.make_gauge_fn("agner_shard_read_queue", "Read-lane requests queued at a shard", labels,
+                        [st] { return static_cast<double>(st->read_depth.load(std::memory_order_relaxed)); });
+      reg.make_gauge_fn("agner_shard_overloaded", "1 while the shard is past its high watermark", labels,
+                        [st] { return st->overloaded.load(std::memory_order_relaxed) ? 1.0 : 0.0; });
+      reg.make_counter_fn("agner_shard_writes_total", "Write-lane messages handled", labels,
+                        [st] { return static_cast<double>(st->writes.load(std::memory_order_relaxed)); });
+      reg.make_counter_fn("agner_shard_reads_total", "Read-lane requests handled", labels,
+                        [st] { return static_cast<double>(st->reads.load(std::memory_order_relaxed)); });
+      reg.make_counter_fn("agner_shard_overload_events_total", "Times the shard crossed its high watermark", labels,
+                        [st] { return static_cast<double>(st->overload_events.load(std::memory_order_relaxed)); });
+      reg.make_counter_fn("agner_shard_read_failures_total", "Reads that threw", labels,
+                        [st] { return static_cast<double>(st->read_failures.load(std::memory_order_relaxed)); });
+    }
+    reg.make_counter_fn("agner_service_restarts_total", "Shard restarts after a crash", fmt::format("service=\"{}\"", opts_.name),
+                      [this] { return static_cast<double>(budget_.restarts()); });
+  }
+
+  caf::actor_system* sys_;
+  service_options opts_;
+  slot_table table_;
+  restart_budget budget_;
+  const clock* clock_;
+  factory make_;
+  escalation escalate_;
+  std::vector<shard_stats> stats_;
+  std::vector<std::shared_ptr<shard_core>> cores_;
+  std::vector<caf::actor> writers_;
+  std::vector<caf::actor> readers_;
+};
+
+} // namespace agner

@@ -3,8 +3,9 @@
 // state) and its read lane (queries against what the write lane published), so a slow read
 // never delays a write and a burst of writes never starves reads.
 //
-// The life of a cast: hash the key -> slot -> shard (one table lookup) -> bump the shard's queue
-// depth (one relaxed atomic) -> caf::anon_send to the write-lane actor. Nothing waits.
+// The life of a cast: hash the key -> slot -> shard (one table lookup) -> count it as enqueued
+// (one relaxed atomic add) -> enqueue into the write-lane actor's mailbox (CAF's lock-free
+// push). Nothing waits.
 #pragma once
 
 #include "runtime/clock.hpp"
@@ -75,17 +76,35 @@ struct service_options {
   restart_limits restarts{};
 };
 
-/// Per-shard counters shared between producers and the lanes. Each field sits on its own cache
-/// line: depth is written by every producer, the rest only by the lane actors.
+/// Per-shard counters shared between producers and the lanes. Queue depth is two monotonic
+/// counts on separate cache lines (enqueued, written by producers; handled, written only by the
+/// lane), so the lane never writes the line every producer writes.
 struct shard_stats {
-  alignas(64) std::atomic<int64_t> write_depth{0};
-  alignas(64) std::atomic<int64_t> read_depth{0};
-  alignas(64) std::atomic<bool> overloaded{false};
-  std::atomic<uint64_t> writes{0};
-  std::atomic<uint64_t> reads{0};
-  std::atomic<uint64_t> overload_events{0};
+  alignas(64) std::atomic<int64_t> writes_enqueued{0};
+  alignas(64) std::atomic<int64_t> writes_handled{0};
   std::atomic<uint64_t> read_failures{0};
+  alignas(64) std::atomic<int64_t> reads_enqueued{0};
+  alignas(64) std::atomic<int64_t> reads_handled{0};
+  alignas(64) std::atomic<bool> overloaded{false};
+  std::atomic<uint64_t> overload_events{0};
+
+  int64_t write_depth() const noexcept {
+    return writes_enqueued.load(std::memory_order_relaxed) - writes_handled.load(std::memory_order_relaxed);
+  }
+  int64_t read_depth() const noexcept {
+    return reads_enqueued.load(std::memory_order_relaxed) - reads_handled.load(std::memory_order_relaxed);
+  }
 };
+
+namespace detail {
+/// The CAF execution unit of the lane actor running on this thread, if any. A cast made from
+/// inside a shard passes it along so CAF schedules the receiver on the same worker (as
+/// self->send would) instead of handing it to another thread.
+inline thread_local caf::execution_unit* current_host = nullptr;
+
+/// Bumps a counter that only one thread writes: a plain load and store, no locked instruction.
+inline void bump(std::atomic<int64_t>& c) noexcept { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+} // namespace detail
 
 /// What a shard implementation sees of its surroundings. Owned by the write lane.
 template <class View>
@@ -143,6 +162,11 @@ public:
           metrics::registry* reg = nullptr, const clock& clk = steady_clock_source::instance())
       : sys_(&sys), opts_(std::move(opts)), table_(opts_.shards), budget_(opts_.restarts), clock_(&clk),
         make_(std::move(make)), escalate_(std::move(escalate)), stats_(opts_.shards) {
+    // Producers look at the depth every (check_mask + 1) casts: often enough to catch the high
+    // watermark within 1/16 of it, rarely enough to keep the lane's cache line out of the way.
+    int64_t every = std::max<int64_t>(1, opts_.queue_high / 16);
+    while ((check_mask_ + 1) * 2 <= every && check_mask_ < 1023)
+      check_mask_ = check_mask_ * 2 + 1;
     cores_.reserve(opts_.shards);
     for (uint32_t i = 0; i < opts_.shards; ++i) {
       auto core = std::make_shared<shard_core>(this, context{opts_.name, i, sys});
@@ -170,11 +194,12 @@ public:
 
   void cast_to_shard(uint32_t shard, write_msg msg) {
     auto& st = stats_[shard];
-    auto d = st.write_depth.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (d >= opts_.queue_high && !st.overloaded.load(std::memory_order_relaxed) &&
-        !st.overloaded.exchange(true, std::memory_order_relaxed))
+    auto n = st.writes_enqueued.fetch_add(1, std::memory_order_relaxed) + 1;
+    if ((n & check_mask_) == 0 && n - st.writes_handled.load(std::memory_order_relaxed) >= opts_.queue_high &&
+        !st.overloaded.load(std::memory_order_relaxed) && !st.overloaded.exchange(true, std::memory_order_relaxed))
       st.overload_events.fetch_add(1, std::memory_order_relaxed);
-    caf::anon_send(writers_[shard], write_env<write_msg>{std::move(msg)});
+    writers_[shard]->enqueue(nullptr, caf::make_message_id(), caf::make_message(write_env<write_msg>{std::move(msg)}),
+                             detail::current_host);
   }
 
   /// Request/reply on the read lane with a mandatory timeout. Blocks the calling thread: for
@@ -182,7 +207,7 @@ public:
   template <class Key>
   caf::expected<read_reply> call(const Key& key, read_msg msg, duration timeout) {
     auto shard = table_.shard_of(key);
-    stats_[shard].read_depth.fetch_add(1, std::memory_order_relaxed);
+    stats_[shard].reads_enqueued.fetch_add(1, std::memory_order_relaxed);
     caf::scoped_actor self{*sys_};
     caf::expected<read_reply> out{caf::sec::request_timeout};
     self->request(readers_[shard], timeout, read_env<read_msg>{std::move(msg), clock_->now() + timeout})
@@ -197,7 +222,7 @@ public:
   template <class Key>
   void call_async(const Key& key, read_msg msg, duration timeout, std::function<void(caf::expected<read_reply>)> done) {
     auto shard = table_.shard_of(key);
-    stats_[shard].read_depth.fetch_add(1, std::memory_order_relaxed);
+    stats_[shard].reads_enqueued.fetch_add(1, std::memory_order_relaxed);
     caf::anon_send(readers_[shard],
                    read_cb_env<read_msg, read_reply>{std::move(msg), clock_->now() + timeout, std::move(done)});
   }
@@ -252,7 +277,11 @@ private:
 
   static caf::behavior writer_behavior(caf::event_based_actor* self, std::shared_ptr<shard_core> core) {
     return {
-      [core](write_env<write_msg>& e) { core->svc->on_write(*core, e.msg); },
+      [self, core](write_env<write_msg>& e) {
+        detail::current_host = self->context();
+        core->svc->on_write(*core, e.msg);
+        detail::current_host = nullptr;
+      },
     };
   }
 
@@ -279,16 +308,14 @@ private:
         restart(c, "unknown exception");
       }
     }
-    st.writes.fetch_add(1, std::memory_order_relaxed);
-    auto d = st.write_depth.fetch_sub(1, std::memory_order_relaxed) - 1;
-    if (d <= opts_.queue_low && st.overloaded.load(std::memory_order_relaxed))
+    detail::bump(st.writes_handled);
+    if (st.overloaded.load(std::memory_order_relaxed) && st.write_depth() <= opts_.queue_low)
       st.overloaded.store(false, std::memory_order_relaxed);
   }
 
   caf::expected<read_reply> on_read(shard_core& c, read_msg& m, time_point deadline) {
     auto& st = stats_[c.ctx.index()];
-    st.read_depth.fetch_sub(1, std::memory_order_relaxed);
-    st.reads.fetch_add(1, std::memory_order_relaxed);
+    detail::bump(st.reads_handled);
     if (clock_->now() > deadline)
       return caf::make_error(caf::sec::request_timeout);
     try {
@@ -330,15 +357,15 @@ private:
       auto labels = fmt::format("service=\"{}\",shard=\"{}\"", opts_.name, i);
       auto* st = &stats_[i];
       reg.make_gauge_fn("agner_shard_write_queue", "Write-lane messages queued at a shard", labels,
-                        [st] { return static_cast<double>(st->write_depth.load(std::memory_order_relaxed)); });
+                        [st] { return static_cast<double>(st->write_depth()); });
       reg.make_gauge_fn("agner_shard_read_queue", "Read-lane requests queued at a shard", labels,
-                        [st] { return static_cast<double>(st->read_depth.load(std::memory_order_relaxed)); });
+                        [st] { return static_cast<double>(st->read_depth()); });
       reg.make_gauge_fn("agner_shard_overloaded", "1 while the shard is past its high watermark", labels,
                         [st] { return st->overloaded.load(std::memory_order_relaxed) ? 1.0 : 0.0; });
       reg.make_counter_fn("agner_shard_writes_total", "Write-lane messages handled", labels,
-                        [st] { return static_cast<double>(st->writes.load(std::memory_order_relaxed)); });
+                        [st] { return static_cast<double>(st->writes_handled.load(std::memory_order_relaxed)); });
       reg.make_counter_fn("agner_shard_reads_total", "Read-lane requests handled", labels,
-                        [st] { return static_cast<double>(st->reads.load(std::memory_order_relaxed)); });
+                        [st] { return static_cast<double>(st->reads_handled.load(std::memory_order_relaxed)); });
       reg.make_counter_fn("agner_shard_overload_events_total", "Times the shard crossed its high watermark", labels,
                         [st] { return static_cast<double>(st->overload_events.load(std::memory_order_relaxed)); });
       reg.make_counter_fn("agner_shard_read_failures_total", "Reads that threw", labels,
@@ -359,6 +386,7 @@ private:
   std::vector<std::shared_ptr<shard_core>> cores_;
   std::vector<caf::actor> writers_;
   std::vector<caf::actor> readers_;
+  int64_t check_mask_ = 0;
 };
 
 } // namespace agner

@@ -138,7 +138,7 @@ TEST_CASE("a shard turns overloaded at the high watermark and clears at the low 
   CHECK(svc.stats(shard).overload_events.load() == 1);
   // Drain one message at a time: overloaded holds until the depth reaches the low watermark.
   int handled = 0;
-  while (svc.stats(shard).write_depth.load() > 3) {
+  while (svc.stats(shard).write_depth() > 3) {
     CHECK(svc.overloaded(key));
     ts.sched().run_once();
     ++handled;

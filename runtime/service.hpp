@@ -74,6 +74,10 @@ struct service_options {
   /// Depth at which overloaded clears again; the gap avoids flapping at the edge.
   int64_t queue_low = 2'000;
   restart_limits restarts{};
+  /// Read lanes on their own threads at lower CPU priority (nice +10), so that a burst of slow
+  /// reads cannot take the CPU from write lanes and deliveries. false: reads share CAF's
+  /// scheduler with everything else (fewer threads, no isolation).
+  bool isolated_reads = true;
 };
 
 /// Per-shard counters shared between producers and the lanes. Queue depth is two monotonic
@@ -101,6 +105,9 @@ namespace detail {
 /// inside a shard passes it along so CAF schedules the receiver on the same worker (as
 /// self->send would) instead of handing it to another thread.
 inline thread_local caf::execution_unit* current_host = nullptr;
+
+/// Lowers the calling thread's CPU priority (nice +10 relative to the process): read lanes.
+void lower_thread_priority() noexcept;
 
 /// Bumps a counter that only one thread writes: a plain load and store, no locked instruction.
 inline void bump(std::atomic<int64_t>& c) noexcept { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
@@ -176,7 +183,10 @@ public:
       core->ctx.self_ = sys.spawn(writer_behavior, core);
       cores_.push_back(core);
       writers_.push_back(core->ctx.self_);
-      readers_.push_back(sys.spawn(reader_behavior, core));
+      if (opts_.isolated_reads)
+        readers_.push_back(sys.spawn<caf::detached>(reader_behavior, core));
+      else
+        readers_.push_back(sys.spawn(reader_behavior, core));
     }
     if (reg)
       register_metrics(*reg);
@@ -286,6 +296,8 @@ private:
   }
 
   static caf::behavior reader_behavior(caf::event_based_actor* self, std::shared_ptr<shard_core> core) {
+    if (core->svc->opts_.isolated_reads)
+      detail::lower_thread_priority();
     return {
       [core](read_env<read_msg>& e) -> caf::result<reply_env<read_reply>> {
         auto r = core->svc->on_read(*core, e.msg, e.deadline);

@@ -223,7 +223,7 @@ struct hol_result {
   uint64_t p50, p99, reads;
 };
 
-hol_result head_of_line(bool with_reads, std::chrono::milliseconds run_for, uint32_t writes_per_sec) {
+hol_result head_of_line(bool with_reads, bool isolated, std::chrono::milliseconds run_for, uint32_t writes_per_sec) {
   system_holder holder;
   auto* sys = holder.sys.get();
   metrics::histogram lat;
@@ -231,6 +231,7 @@ hol_result head_of_line(bool with_reads, std::chrono::milliseconds run_for, uint
   service_options o;
   o.shards = 4;
   o.queue_high = INT64_MAX;
+  o.isolated_reads = isolated;
   service<hol_shard> svc(*sys, o, [](auto& ctx) { return std::make_unique<hol_shard>(ctx); }, nullptr);
   auto keys = keys_per_shard(svc);
   std::atomic<bool> stop{false};
@@ -338,17 +339,20 @@ int main() {
   }
 
   fmt::print("\nhead-of-line: 20k writes/s over 4 shards for 2 s, with and without 2x200us reads queued per shard\n");
-  std::vector<double> unloaded, loaded;
-  for (int i = 0; i < n; ++i) {
-    auto u = head_of_line(false, 2000ms, 20'000);
-    auto l = head_of_line(true, 2000ms, 20'000);
-    fmt::print("  run {}: unloaded p50 {:.1f} us p99 {:.1f} us | loaded p50 {:.1f} us p99 {:.1f} us ({} reads)\n", i,
-               u.p50 / 1e3, u.p99 / 1e3, l.p50 / 1e3, l.p99 / 1e3, l.reads);
-    unloaded.push_back(static_cast<double>(u.p99));
-    loaded.push_back(static_cast<double>(l.p99));
+  for (bool isolated : {true, false}) {
+    std::vector<double> unloaded, loaded;
+    for (int i = 0; i < n; ++i) {
+      auto u = head_of_line(false, isolated, 2000ms, 20'000);
+      auto l = head_of_line(true, isolated, 2000ms, 20'000);
+      fmt::print("  {} run {}: unloaded p50 {:.1f} us p99 {:.1f} us | loaded p50 {:.1f} us p99 {:.1f} us ({} reads)\n",
+                 isolated ? "isolated" : "shared", i, u.p50 / 1e3, u.p99 / 1e3, l.p50 / 1e3, l.p99 / 1e3, l.reads);
+      unloaded.push_back(static_cast<double>(u.p99));
+      loaded.push_back(static_cast<double>(l.p99));
+    }
+    auto tag = isolated ? "isolated read lanes" : "reads on the shared scheduler";
+    auto ur = bench::from_samples(fmt::format("write p99 unloaded, {}", tag), unloaded, "ns");
+    auto lr = bench::from_samples(fmt::format("write p99 heavy reads, {}", tag), loaded, "ns");
+    report(ur);
+    report(lr, &ur);
   }
-  auto ur = bench::from_samples("write p99 unloaded", unloaded, "ns");
-  auto lr = bench::from_samples("write p99 with heavy reads", loaded, "ns");
-  report(ur);
-  report(lr, &ur);
 }

@@ -104,6 +104,7 @@ TEST_CASE("casts from one sender to one key are applied in the order they were s
   test_system ts;
   durable d;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.shards = 4;
   kv_service svc(*ts.sys, o, make_factory(d), nullptr);
   for (int64_t i = 0; i < 500; ++i)
@@ -123,6 +124,7 @@ TEST_CASE("a shard turns overloaded at the high watermark and clears at the low 
   test_system ts;
   durable d;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.shards = 2;
   o.queue_high = 10;
   o.queue_low = 3;
@@ -210,6 +212,7 @@ TEST_CASE("a read that waited past its deadline is answered without running") {
   test_system ts;
   durable d;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.shards = 1;
   virtual_clock clk;
   kv_service svc(*ts.sys, o, make_factory(d), nullptr, nullptr, clk);
@@ -228,6 +231,7 @@ TEST_CASE("a shard that throws is restarted from durable state and keeps its que
   test_system ts;
   durable d;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.shards = 1;
   o.restarts = {3, 10s};
   std::string escalated;
@@ -248,6 +252,7 @@ TEST_CASE("more restarts than the intensity within the period escalate") {
   test_system ts;
   durable d;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.name = "kv";
   o.shards = 1;
   o.restarts = {2, 10s};
@@ -271,6 +276,7 @@ TEST_CASE("restarts spread wider than the period do not escalate") {
   test_system ts;
   durable d;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.shards = 1;
   o.restarts = {1, 5s};
   virtual_clock clk;
@@ -292,6 +298,7 @@ TEST_CASE("shard metrics are registered per service and shard") {
   durable d;
   metrics::registry reg;
   service_options o;
+  o.isolated_reads = false; // detached lanes would run outside the deterministic scheduler
   o.name = "users";
   o.shards = 2;
   kv_service svc(*ts.sys, o, make_factory(d), nullptr, &reg);

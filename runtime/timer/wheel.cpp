@@ -114,22 +114,22 @@ void timer_wheel::unlink(timer& t) noexcept {
   t.pprev_ = nullptr;
 }
 
-void timer_wheel::place(timer& t) noexcept {
-  uint64_t e = t.expiry_;
-  if (e <= now_) {
-    link(t, due_slot);
-    return;
-  }
+uint32_t timer_wheel::slot_of(uint64_t e) const noexcept {
+  if (e <= now_)
+    return due_slot;
   // The highest differing bit names the level: every bit group above it already matches now_,
   // so the timer needs attention exactly when now_ reaches its slot in that level.
   int level = (63 - std::countl_zero(e ^ now_)) / slot_bits;
-  if (level >= levels_) {
-    link(t, overflow_slot);
-    if (e < overflow_min_)
-      overflow_min_ = e;
-    return;
-  }
-  link(t, static_cast<uint32_t>(level) * slots_per_level + static_cast<uint32_t>((e >> level_shift(level)) & slot_mask));
+  if (level >= levels_)
+    return overflow_slot;
+  return static_cast<uint32_t>(level) * slots_per_level + static_cast<uint32_t>((e >> level_shift(level)) & slot_mask);
+}
+
+void timer_wheel::place(timer& t) noexcept {
+  uint32_t slot = slot_of(t.expiry_);
+  link(t, slot);
+  if (slot == overflow_slot && t.expiry_ < overflow_min_)
+    overflow_min_ = t.expiry_;
 }
 
 void timer_wheel::detach(timer& t) noexcept {
@@ -141,19 +141,28 @@ void timer_wheel::detach(timer& t) noexcept {
 // -- arm and cancel -----------------------------------------------------------------------------
 
 void timer_wheel::arm(timer& t, time_point deadline) noexcept {
+  uint64_t e = ticks_ceil(deadline);
   if (t.wheel_ == this) {
-    unlink(t);
     ++stats_.rearmed;
+    // A re-arm that lands in the slot the timer already occupies only updates the expiry: a
+    // level-L slot is re-sorted by expiry when it cascades. Phones re-arming a fixed idle
+    // timeout on every frame mostly take this path, which touches no other node.
+    if (t.slot_ < level_slots && slot_of(e) == t.slot_)
+      t.expiry_ = e;
+    else {
+      unlink(t);
+      t.expiry_ = e;
+      place(t);
+    }
   } else {
     if (t.wheel_)
       t.wheel_->cancel(t);
     t.wheel_ = this;
     ++stats_.live;
     ++stats_.armed;
+    t.expiry_ = e;
+    place(t);
   }
-  uint64_t e = ticks_ceil(deadline);
-  t.expiry_ = e;
-  place(t);
   if (e < wake_tick_ && !advancing_) [[unlikely]] {
     wake_tick_ = e;
     if (wakeup_fn_)

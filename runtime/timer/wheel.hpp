@@ -218,6 +218,7 @@ private:
 
   void link(timer& t, uint32_t slot) noexcept;
   void unlink(timer& t) noexcept;
+  uint32_t slot_of(uint64_t expiry) const noexcept; // where an expiry belongs relative to now_
   void place(timer& t) noexcept; // links an armed timer where its expiry belongs relative to now_
   void detach(timer& t) noexcept; // unlinks and marks unarmed, updating live
   // The next tick > now_ at which a slot needs attention, and that slot; false if none.

@@ -1,0 +1,377 @@
+// bench_timer: the phone-idle timer pattern (1M live timers, deadlines in [1 s, 60 s], most
+// re-armed before they fire) on the agner wheel and its peers in one run: a std::priority_queue
+// reference, one Asio steady_timer per timer, CAF 0.17's clock and Erlang's send_after.
+//
+// Usage: bench_timer [--timers=N] [--quick] [--only=agner,pq,asio,caf,erlang]
+// Environment: AGNER_TIMER_N (same as --timers), AGNER_BENCH_REPEATS, AGNER_BENCH_JSON.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "bench/harness.hpp"
+#include "bench/runtime/timer/peers.hpp"
+#include "runtime/timer/wheel.hpp"
+
+namespace agner::bench::timer {
+
+namespace {
+
+// The I/O-thread wheel configuration: 1 ms tick.
+constexpr auto wheel_tick = std::chrono::milliseconds(1);
+
+// Virtual time of the agner runs starts here (any fixed point works).
+const time_point virtual_start = time_point{} + std::chrono::hours(1);
+
+// Frames per phone per second in the firing simulation: with idle deadlines uniform in
+// [1 s, 60 s], a frame every ~7 s re-arms about 90% of idle timers before they fire.
+constexpr double frames_per_phone_per_s = 0.14;
+
+// Simulated seconds of the firing simulation: one full idle range, so timers of every deadline
+// fire and get re-armed.
+constexpr int simulated_seconds = 60;
+
+double per_s(double ops, std::chrono::steady_clock::duration d) {
+  return ops / std::chrono::duration<double>(d).count();
+}
+
+// -- agner: fill and churn on a fixed virtual time (pure arm/re-arm cost) ------------------------
+
+measured run_agner_churn(const workload& w) {
+  measured m;
+  rng r{42};
+  for (int rep = 0; rep < w.repeats; ++rep) {
+    timer_wheel wheel{wheel_tick, virtual_start};
+    size_t heap0 = heap_bytes();
+    auto timers = std::make_unique<agner::timer[]>(w.timers);
+    size_t heap1 = heap_bytes();
+    auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < w.timers; ++i)
+      wheel.arm(timers[i], virtual_start + r.idle_delay());
+    auto t1 = std::chrono::steady_clock::now();
+    for (size_t k = 0; k < w.rearms; ++k)
+      wheel.arm(timers[r.below(w.timers)], virtual_start + r.idle_delay());
+    auto t2 = std::chrono::steady_clock::now();
+    keep(wheel.counters().live);
+    m.fill_ops_per_s.push_back(per_s(double(w.timers), t1 - t0));
+    m.churn_ops_per_s.push_back(per_s(2.0 * double(w.rearms), t2 - t1));
+    // The nodes (embedded in their owners in real use) plus the wheel itself, shared by all.
+    m.bytes_per_timer = double(heap1 - heap0 + timer_wheel::footprint_bytes()) / double(w.timers);
+  }
+  m.note = fmt::format("bytes: timer node {} B + wheel {} B / N", sizeof(agner::timer), timer_wheel::footprint_bytes());
+  return m;
+}
+
+// -- agner: the full pattern with time moving and 10% of timers firing --------------------------
+
+struct firing_result {
+  result rate{"agner wheel, phone-idle with firing (virtual)", "ops/s", {}};
+  double fired_fraction = 0;
+  double max_late_ticks = 0;      // (firing time - deadline) / tick, from the phones' own deadlines
+  uint64_t wheel_late_max_ticks = 0; // the wheel's own counter (0 = on its tick)
+  uint64_t fired = 0, rearms = 0;
+};
+
+struct phone_sim;
+
+struct phone {
+  agner::timer idle;
+  time_point deadline;
+  phone_sim* sim;
+};
+
+struct phone_sim {
+  timer_wheel wheel{wheel_tick, virtual_start};
+  time_point now = virtual_start;
+  rng r{99};
+  uint64_t ops = 0, fired = 0, rearms = 0;
+  duration max_late{0};
+
+  // A phone whose idle timer fired reconnects at once: its timer is armed again.
+  static void on_idle(agner::timer& t, void* context) {
+    auto& p = *static_cast<phone*>(context);
+    auto& s = *p.sim;
+    if (s.now - p.deadline > s.max_late)
+      s.max_late = s.now - p.deadline;
+    ++s.fired;
+    p.deadline = s.now + s.r.idle_delay();
+    s.wheel.arm(t, p.deadline);
+    ++s.ops;
+  }
+};
+
+firing_result run_agner_firing(const workload& w) {
+  firing_result out;
+  for (int rep = 0; rep < w.repeats; ++rep) {
+    auto sim = std::make_unique<phone_sim>();
+    std::vector<phone> phones(w.timers);
+    auto t0 = std::chrono::steady_clock::now();
+    for (auto& p : phones) {
+      p.sim = sim.get();
+      p.idle.bind(&phone_sim::on_idle, &p);
+      p.deadline = sim->now + sim->r.idle_delay();
+      sim->wheel.arm(p.idle, p.deadline);
+      ++sim->ops;
+    }
+    double frames_per_tick = frames_per_phone_per_s * double(w.timers) * std::chrono::duration<double>(wheel_tick).count();
+    double owed = 0;
+    auto ticks = std::chrono::seconds(simulated_seconds) / wheel_tick;
+    for (int64_t k = 0; k < ticks; ++k) {
+      for (owed += frames_per_tick; owed >= 1; owed -= 1) {
+        auto& p = phones[sim->r.below(w.timers)];
+        p.deadline = sim->now + sim->r.idle_delay();
+        sim->wheel.arm(p.idle, p.deadline); // a re-arm: cancel + arm
+        sim->ops += 2;
+        ++sim->rearms;
+      }
+      sim->now += wheel_tick;
+      sim->wheel.advance(sim->now);
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    out.rate.samples.push_back(per_s(double(sim->ops), t1 - t0));
+    out.fired = sim->fired;
+    out.rearms = sim->rearms;
+    out.fired_fraction = double(sim->fired) / double(sim->fired + sim->rearms);
+    out.max_late_ticks = std::max(out.max_late_ticks, std::chrono::duration<double>(sim->max_late) /
+                                                          std::chrono::duration<double>(wheel_tick));
+    out.wheel_late_max_ticks = std::max(out.wheel_late_max_ticks, sim->wheel.counters().late_max_ticks);
+  }
+  return out;
+}
+
+// -- std::priority_queue reference: lazy cancel by generation ------------------------------------
+
+measured run_priority_queue(const workload& w) {
+  struct entry {
+    int64_t deadline_ns;
+    uint32_t id;
+    uint32_t gen;
+    bool operator>(const entry& o) const { return deadline_ns > o.deadline_ns; }
+  };
+  measured m;
+  rng r{42};
+  for (int rep = 0; rep < w.repeats; ++rep) {
+    size_t heap0 = heap_bytes();
+    std::vector<uint32_t> gen(w.timers);
+    std::vector<entry> storage;
+    storage.reserve(w.timers);
+    std::priority_queue<entry, std::vector<entry>, std::greater<>> q{std::greater<>{}, std::move(storage)};
+    auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < w.timers; ++i)
+      q.push({r.idle_delay().count(), uint32_t(i), 0});
+    auto t1 = std::chrono::steady_clock::now();
+    size_t heap1 = heap_bytes();
+    for (size_t k = 0; k < w.rearms; ++k) {
+      auto i = r.below(w.timers);
+      q.push({r.idle_delay().count(), uint32_t(i), ++gen[i]});
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    keep(q.top());
+    m.fill_ops_per_s.push_back(per_s(double(w.timers), t1 - t0));
+    m.churn_ops_per_s.push_back(per_s(2.0 * double(w.rearms), t2 - t1));
+    m.bytes_per_timer = double(heap1 - heap0) / double(w.timers);
+  }
+  m.note = "lazy cancel: stale entries stay queued, so memory grows with every re-arm";
+  return m;
+}
+
+// -- Erlang: a project-owned .erl run by erl, its output parsed ----------------------------------
+
+measured run_erlang(const workload& w) {
+  measured m;
+  char dir[] = "/tmp/agner-timer-bench-XXXXXX";
+  if (!mkdtemp(dir)) {
+    m.note = "skipped: no temporary directory";
+    return m;
+  }
+  auto cmd = fmt::format("erlc -o {0} {1} && erl -noshell -pa {0} -eval 'timer_bench:main({2}, {3}, {4}, {5})' 2>&1",
+                         dir, AGNER_TIMER_BENCH_ERL, w.timers, w.rearms, w.repeats, w.probe_timers);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) {
+    m.note = "skipped: cannot start erl";
+    return m;
+  }
+  char line[512];
+  bool done = false;
+  while (std::fgets(line, sizeof line, pipe)) {
+    char key[64];
+    double value;
+    if (std::sscanf(line, "%63s %lf", key, &value) == 2) {
+      std::string_view k = key;
+      if (k == "fill_ops_per_s")
+        m.fill_ops_per_s.push_back(value);
+      else if (k == "churn_ops_per_s")
+        m.churn_ops_per_s.push_back(value);
+      else if (k == "bytes_per_timer")
+        m.bytes_per_timer = value;
+      else if (k == "late_us_p50")
+        m.late_p50_us = value;
+      else if (k == "late_us_max")
+        m.late_max_us = value;
+    } else if (std::string_view(line).starts_with("done")) {
+      done = true;
+    } else {
+      fmt::print(stderr, "erl: {}", line);
+    }
+  }
+  int rc = pclose(pipe);
+  std::system(fmt::format("rm -rf {}", dir).c_str());
+  m.note = done && rc == 0 ? "erlang:memory(total) delta, includes the ref kept per timer in the process dictionary"
+                           : fmt::format("erl failed (status {})", rc);
+  return m;
+}
+
+// -- reporting ------------------------------------------------------------------------------------
+
+struct row {
+  std::string name;
+  workload w;
+  measured m;
+  result fill, churn;
+};
+
+std::string lateness_text(const measured& m) {
+  if (!m.late_max_us)
+    return "n/a";
+  return fmt::format("p50 {:.0f} us, max {:.0f} us", *m.late_p50_us, *m.late_max_us);
+}
+
+size_t env_size(const char* name, size_t fallback) {
+  if (const char* v = std::getenv(name))
+    return std::max<size_t>(1, std::strtoull(v, nullptr, 10));
+  return fallback;
+}
+
+} // namespace
+
+} // namespace agner::bench::timer
+
+int main(int argc, char** argv) {
+  using namespace agner::bench;
+  using namespace agner::bench::timer;
+
+  size_t n = env_size("AGNER_TIMER_N", 1'000'000);
+  std::string only = "agner,pq,asio,caf,erlang";
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a.starts_with("--timers="))
+      n = std::max<size_t>(1, std::strtoull(argv[i] + 9, nullptr, 10));
+    else if (a == "--quick")
+      n = 100'000;
+    else if (a.starts_with("--only="))
+      only = std::string(a.substr(7));
+    else {
+      fmt::print(stderr, "usage: bench_timer [--timers=N] [--quick] [--only=agner,pq,asio,caf,erlang]\n");
+      return 2;
+    }
+  }
+  auto wants = [&](std::string_view peer) { return only.find(peer) != std::string::npos; };
+  // Cheap peers do ten re-arms per timer (about 20M ops at N = 1M); the slow peers do one per
+  // timer, or one per five for CAF, so the whole run stays within a few minutes.
+  int reps = repeats(5);
+  int slow_reps = std::min(reps, 3);
+  size_t probes = 1000;
+
+  fmt::print("bench_timer: {} live timers, deadlines uniform in [1 s, 60 s], re-arm = cancel + arm = 2 ops\n", n);
+  fmt::print("agner wheel: tick {} ms, {} levels; node {} B, wheel {} B\n\n",
+             std::chrono::duration<double, std::milli>(wheel_tick).count(), agner::timer_wheel::default_levels,
+             sizeof(agner::timer), agner::timer_wheel::footprint_bytes());
+
+  std::vector<row> rows;
+  auto add = [&](std::string name, workload w, measured (*fn)(const workload&)) {
+    fmt::print("running {} ...\n", name);
+    std::fflush(stdout);
+    row r{std::move(name), w, fn(w), {}, {}};
+    r.fill = from_samples(r.name + " fill", r.m.fill_ops_per_s);
+    r.churn = from_samples(r.name + " churn", r.m.churn_ops_per_s);
+    rows.push_back(std::move(r));
+  };
+  if (wants("agner"))
+    add("agner wheel", {n, 10 * n, reps, probes}, run_agner_churn);
+  if (wants("pq"))
+    add("std::priority_queue", {n, 10 * n, reps, 0}, run_priority_queue);
+  if (wants("asio"))
+    add("asio steady_timer per timer", {n, n, slow_reps, probes}, run_asio_per_timer);
+  if (wants("caf"))
+    add("CAF 0.17 clock", {n, std::max<size_t>(1, n / 5), slow_reps, probes}, run_caf_clock);
+  if (wants("erlang"))
+    add("Erlang send_after", {n, n, slow_reps, probes}, run_erlang);
+
+  std::optional<firing_result> firing;
+  if (wants("agner")) {
+    fmt::print("running agner firing simulation ...\n");
+    firing = run_agner_firing({n, 0, std::min(reps, 3), 0});
+    for (auto& r : rows)
+      if (r.name == "agner wheel")
+        probe_agner_asio(r.w, r.m);
+  }
+
+  const result* caf = nullptr;
+  const result* erl = nullptr;
+  for (auto& r : rows) {
+    if (r.name.starts_with("CAF") && !r.churn.samples.empty())
+      caf = &r.churn;
+    if (r.name.starts_with("Erlang") && !r.churn.samples.empty())
+      erl = &r.churn;
+  }
+
+  fmt::print("\n-- fill ({} arms) --\n", n);
+  for (auto& r : rows)
+    report(r.fill);
+  fmt::print("\n-- churn (random re-arms), ratio vs CAF --\n");
+  for (auto& r : rows)
+    report(r.churn, caf);
+  if (erl) {
+    fmt::print("\n-- churn, ratio vs Erlang --\n");
+    for (auto& r : rows)
+      report(r.churn, erl);
+  }
+  if (firing) {
+    fmt::print("\n-- agner, full pattern: {} s simulated, 1 ms advances, re-arm on frames, re-arm after firing --\n",
+               simulated_seconds);
+    report(firing->rate, caf);
+    fmt::print("fired {} / re-armed before firing {} ({:.1f}% fired); max lateness {:.6f} ticks "
+               "(firing time - deadline); wheel late_max_ticks {}\n",
+               firing->fired, firing->rearms, 100 * firing->fired_fraction, firing->max_late_ticks,
+               firing->wheel_late_max_ticks);
+  }
+
+  fmt::print("\n| peer | timers | re-arms | churn ops/s (median) | spread | bytes/live timer | real-time lateness | vs CAF | vs Erlang |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|\n");
+  for (auto& r : rows) {
+    auto ratio = [&](const result* peer) {
+      return peer && peer->median() > 0 && r.churn.median() > 0 ? fmt::format("{:.1f}x", r.churn.median() / peer->median())
+                                                                 : std::string("-");
+    };
+    fmt::print("| {} | {} | {} | {} | ±{:.1f}% | {:.1f} | {} | {} | {} |\n", r.name, r.w.timers, r.w.rearms,
+               human(r.churn.median()), r.churn.spread_pct(), r.m.bytes_per_timer, lateness_text(r.m), ratio(caf),
+               ratio(erl));
+  }
+  fmt::print("\nnotes:\n");
+  for (auto& r : rows)
+    fmt::print("  {}: {}\n", r.name, r.m.note);
+
+  // The goals of issue 3.
+  for (auto& r : rows) {
+    if (r.name != "agner wheel")
+      continue;
+    fmt::print("\ngoals:\n");
+    fmt::print("  >= 20M arm+cancel ops/s on one core: {} ({})\n", r.churn.median() >= 20e6 ? "met" : "NOT met",
+               human(r.churn.median()));
+    fmt::print("  <= 64 bytes per live timer: {} ({:.1f})\n", r.m.bytes_per_timer <= 64 ? "met" : "NOT met",
+               r.m.bytes_per_timer);
+    if (caf)
+      fmt::print("  >= 100x CAF's clock: {} ({:.0f}x)\n", r.churn.median() >= 100 * caf->median() ? "met" : "NOT met",
+                 r.churn.median() / caf->median());
+    if (firing)
+      fmt::print("  every timer fires within one tick of its deadline: {} (max {:.6f} ticks)\n",
+                 firing->max_late_ticks < 1.0 ? "met" : "NOT met", firing->max_late_ticks);
+  }
+  return 0;
+}

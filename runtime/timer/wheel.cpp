@@ -1,0 +1,333 @@
+// The timing wheel's slot math, cascading and firing. The invariant everything rests on: a timer
+// with expiry e > now_ sits at the level of the highest bit group where e and now_ differ, in the
+// slot named by e's bits in that group; timers with e <= now_ sit in the due or firing list.
+#include "runtime/timer/wheel.hpp"
+
+#include <bit>
+#include <cassert>
+#include <limits>
+#include <string>
+
+#include "runtime/metrics.hpp"
+
+namespace agner {
+
+namespace {
+
+constexpr uint64_t slot_mask = timer_wheel::slots_per_level - 1;
+
+// Level L of the wheel counts in units of 2^(slot_bits * L) ticks.
+constexpr int level_shift(int level) noexcept { return timer_wheel::slot_bits * level; }
+
+} // namespace
+
+// The registry series of a wheel, plus what was already published so each publish adds deltas.
+struct timer_wheel::bound_metrics {
+  metrics::gauge* live;
+  metrics::counter* armed;
+  metrics::counter* cancelled;
+  metrics::counter* fired;
+  metrics::histogram* late_ticks;
+  stats published;
+};
+
+// -- timer --------------------------------------------------------------------------------------
+
+timer::~timer() { cancel(); }
+
+void timer::cancel() noexcept {
+  if (wheel_)
+    wheel_->cancel(*this);
+}
+
+// -- construction -------------------------------------------------------------------------------
+
+timer_wheel::timer_wheel(duration tick, time_point start, int levels)
+    : tick_(tick), start_(start), tick_rep_(static_cast<uint64_t>(tick.count())),
+      start_rep_(static_cast<uint64_t>(start.time_since_epoch().count())), levels_(levels) {
+  assert(tick.count() > 0 && "a tick must be a positive duration");
+  assert(levels >= 1 && levels <= max_levels);
+}
+
+timer_wheel::~timer_wheel() {
+  // Timers outlive the wheel in their owners; leave them unarmed so their destructors do not
+  // reach back into freed memory.
+  for (auto& head : heads_) {
+    while (timer* t = head) {
+      head = t->next_;
+      t->next_ = nullptr;
+      t->pprev_ = nullptr;
+      t->wheel_ = nullptr;
+    }
+  }
+}
+
+// -- time conversion ----------------------------------------------------------------------------
+
+uint64_t timer_wheel::ticks_ceil(time_point t) const noexcept {
+  if (t <= start_)
+    return 0;
+  // t > start_, so the true difference is positive and fits in 64 unsigned bits even when the
+  // signed subtraction would overflow (time_point::max() minus a negative start).
+  uint64_t d = static_cast<uint64_t>(t.time_since_epoch().count()) - start_rep_;
+  uint64_t k = d / tick_rep_ + (d % tick_rep_ != 0);
+  return k < tick_limit ? k : tick_limit;
+}
+
+uint64_t timer_wheel::ticks_floor(time_point t) const noexcept {
+  if (t <= start_)
+    return 0;
+  uint64_t d = static_cast<uint64_t>(t.time_since_epoch().count()) - start_rep_;
+  uint64_t k = d / tick_rep_;
+  return k < tick_limit ? k : tick_limit;
+}
+
+time_point timer_wheel::time_of(uint64_t k) const noexcept {
+  using rep = duration::rep;
+  auto room = static_cast<uint64_t>(std::numeric_limits<rep>::max() - start_.time_since_epoch().count());
+  if (k > room / tick_rep_)
+    return time_point::max();
+  return start_ + duration{static_cast<rep>(k * tick_rep_)};
+}
+
+// -- intrusive lists ----------------------------------------------------------------------------
+
+void timer_wheel::link(timer& t, uint32_t slot) noexcept {
+  timer*& head = heads_[slot];
+  t.next_ = head;
+  if (head)
+    head->pprev_ = &t.next_;
+  head = &t;
+  t.pprev_ = &head;
+  t.slot_ = slot;
+  if (slot < level_slots)
+    occupied_[slot >> slot_bits] |= uint64_t{1} << (slot & slot_mask);
+}
+
+void timer_wheel::unlink(timer& t) noexcept {
+  *t.pprev_ = t.next_;
+  if (t.next_)
+    t.next_->pprev_ = t.pprev_;
+  if (t.slot_ < level_slots && heads_[t.slot_] == nullptr)
+    occupied_[t.slot_ >> slot_bits] &= ~(uint64_t{1} << (t.slot_ & slot_mask));
+  t.next_ = nullptr;
+  t.pprev_ = nullptr;
+}
+
+uint32_t timer_wheel::slot_of(uint64_t e) const noexcept {
+  if (e <= now_)
+    return due_slot;
+  // The highest differing bit names the level: every bit group above it already matches now_,
+  // so the timer needs attention exactly when now_ reaches its slot in that level.
+  int level = (63 - std::countl_zero(e ^ now_)) / slot_bits;
+  if (level >= levels_)
+    return overflow_slot;
+  return static_cast<uint32_t>(level) * slots_per_level + static_cast<uint32_t>((e >> level_shift(level)) & slot_mask);
+}
+
+void timer_wheel::place(timer& t) noexcept {
+  uint32_t slot = slot_of(t.expiry_);
+  link(t, slot);
+  if (slot == overflow_slot && t.expiry_ < overflow_min_)
+    overflow_min_ = t.expiry_;
+}
+
+void timer_wheel::detach(timer& t) noexcept {
+  unlink(t);
+  t.wheel_ = nullptr;
+  --stats_.live;
+}
+
+// -- arm and cancel -----------------------------------------------------------------------------
+
+void timer_wheel::arm(timer& t, time_point deadline) noexcept {
+  uint64_t e = ticks_ceil(deadline);
+  if (t.wheel_ == this) {
+    ++stats_.rearmed;
+    // A re-arm that lands in the slot the timer already occupies only updates the expiry: a
+    // level-L slot is re-sorted by expiry when it cascades. Phones re-arming a fixed idle
+    // timeout on every frame mostly take this path, which touches no other node.
+    if (t.slot_ < level_slots && slot_of(e) == t.slot_)
+      t.expiry_ = e;
+    else {
+      unlink(t);
+      t.expiry_ = e;
+      place(t);
+    }
+  } else {
+    if (t.wheel_)
+      t.wheel_->cancel(t);
+    t.wheel_ = this;
+    ++stats_.live;
+    ++stats_.armed;
+    t.expiry_ = e;
+    place(t);
+  }
+  if (e < wake_tick_ && !advancing_) [[unlikely]] {
+    wake_tick_ = e;
+    if (wakeup_fn_)
+      wakeup_fn_(wakeup_context_, time_of(e));
+  }
+}
+
+void timer_wheel::cancel(timer& t) noexcept {
+  if (t.wheel_ != this)
+    return;
+  detach(t);
+  ++stats_.cancelled;
+}
+
+void timer_wheel::expect_advance(std::optional<time_point> at) noexcept {
+  wake_tick_ = at ? ticks_ceil(*at) : ~uint64_t{0};
+}
+
+// -- advancing ----------------------------------------------------------------------------------
+
+bool timer_wheel::next_event(uint64_t& tick, uint32_t& slot) const noexcept {
+  // Lower levels always come first: an occupied slot of level L lies inside the current block of
+  // level L+1, while every occupied slot of level L+1 starts after that block ends.
+  for (int level = 0; level < levels_; ++level) {
+    uint64_t bits = occupied_[level];
+    if (!bits)
+      continue;
+    auto s = static_cast<uint64_t>(std::countr_zero(bits));
+    int above = level_shift(level + 1);
+    tick = ((now_ >> above) << above) | (s << level_shift(level));
+    slot = static_cast<uint32_t>(level) * slots_per_level + static_cast<uint32_t>(s);
+    return true;
+  }
+  if (heads_[overflow_slot]) {
+    // The overflow list needs attention when now_ enters the top-level block of its earliest
+    // member; overflow_min_ may be stale (cancelled), which only makes that visit early.
+    int top = level_shift(levels_);
+    uint64_t block = (overflow_min_ >> top) << top;
+    tick = block > now_ ? block : now_ + 1;
+    slot = overflow_slot;
+    return true;
+  }
+  return false;
+}
+
+void timer_wheel::cascade(uint32_t slot) noexcept {
+  // now_ has just entered this slot's range, so every member now differs from now_ only in lower
+  // bit groups: each one moves strictly down a level, or to the firing list if due right now.
+  while (timer* t = heads_[slot]) {
+    unlink(*t);
+    if (t->expiry_ <= now_)
+      link(*t, firing_slot);
+    else
+      place(*t);
+  }
+}
+
+void timer_wheel::redistribute_overflow() noexcept {
+  timer* list = heads_[overflow_slot];
+  heads_[overflow_slot] = nullptr;
+  if (list)
+    list->pprev_ = &list; // the chain keeps working as a list headed by a local
+  overflow_min_ = ~uint64_t{0};
+  while (timer* t = list) {
+    unlink(*t);
+    if (t->expiry_ <= now_)
+      link(*t, firing_slot);
+    else
+      place(*t);
+  }
+}
+
+size_t timer_wheel::fire_list(uint32_t slot, uint64_t target) {
+  size_t n = 0;
+  while (timer* t = heads_[slot]) {
+    detach(*t);
+    uint64_t late = target > t->expiry_ ? target - t->expiry_ : 0;
+    ++stats_.fired;
+    ++stats_.late_ticks[late < late_buckets - 1 ? late : late_buckets - 1];
+    if (late > stats_.late_max_ticks)
+      stats_.late_max_ticks = late;
+    if (metrics_)
+      metrics_->late_ticks->observe(late);
+    ++n;
+    // The callback may destroy *t, so nothing below touches it.
+    if (t->fn_)
+      t->fn_(*t, t->context_);
+  }
+  return n;
+}
+
+size_t timer_wheel::advance(time_point now) {
+  assert(!advancing_ && "advance must not be called from a timer callback");
+  struct reset_flag {
+    bool& flag;
+    ~reset_flag() { flag = false; }
+  } guard{advancing_};
+  advancing_ = true;
+
+  uint64_t target = ticks_floor(now);
+  if (target < now_)
+    target = now_;
+  size_t fired = 0;
+
+  // Leftovers of a callback that threw, then timers armed with past deadlines since last time.
+  // Callbacks that arm a timer at or before now_ put it in due_slot, which waits for the next
+  // advance: a callback re-arming itself "now" cannot loop forever.
+  fired += fire_list(firing_slot, target);
+  while (timer* t = heads_[due_slot]) {
+    unlink(*t);
+    link(*t, firing_slot);
+  }
+  fired += fire_list(firing_slot, target);
+
+  uint64_t tick;
+  uint32_t slot;
+  while (next_event(tick, slot) && tick <= target) {
+    now_ = tick;
+    if (slot == overflow_slot)
+      redistribute_overflow();
+    else
+      cascade(slot); // at level 0 every member expires exactly now, so all of them go to firing
+    fired += fire_list(firing_slot, target);
+  }
+  // No slot needs attention up to target, so every timer's position stays valid there.
+  now_ = target;
+
+  if (metrics_)
+    publish_metrics();
+  return fired;
+}
+
+std::optional<time_point> timer_wheel::next_deadline() const noexcept {
+  if (heads_[due_slot] || heads_[firing_slot])
+    return time_of(now_);
+  uint64_t tick;
+  uint32_t slot;
+  if (!next_event(tick, slot))
+    return std::nullopt;
+  return time_of(tick);
+}
+
+// -- metrics ------------------------------------------------------------------------------------
+
+void timer_wheel::bind_metrics(metrics::registry& registry, std::string_view labels) {
+  auto m = std::make_unique<bound_metrics>();
+  m->live = &registry.make_gauge("agner_timer_live", "Timers armed now", labels);
+  m->armed = &registry.make_counter("agner_timer_armed_total", "Timer arm and re-arm operations", labels);
+  m->cancelled = &registry.make_counter("agner_timer_cancelled_total", "Armed timers cancelled", labels);
+  m->fired = &registry.make_counter("agner_timer_fired_total", "Timer callbacks run", labels);
+  m->late_ticks = &registry.make_histogram("agner_timer_late_ticks",
+                                           "Ticks between a timer's rounded-up deadline and its firing", labels);
+  // Firings before binding were not observed in the histogram; counters start from now too.
+  m->published = stats_;
+  metrics_ = std::move(m);
+  publish_metrics();
+}
+
+void timer_wheel::publish_metrics() noexcept {
+  auto& m = *metrics_;
+  m.live->set(static_cast<int64_t>(stats_.live));
+  m.armed->inc(stats_.armed + stats_.rearmed - m.published.armed - m.published.rearmed);
+  m.cancelled->inc(stats_.cancelled - m.published.cancelled);
+  m.fired->inc(stats_.fired - m.published.fired);
+  m.published = stats_;
+}
+
+} // namespace agner

@@ -1,0 +1,56 @@
+// Configuration of one node's store (the integrator wires it to the config system), and the
+// fixed limits behind it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace agner::store {
+
+/// Store configuration with production defaults.
+struct store_options {
+  /// Directory of the LMDB environment (data.mdb, lock.mdb); created if missing.
+  std::string data_dir = "./data";
+  /// Largest the data file may grow. Address space only: LMDB maps it, the file grows as written.
+  /// When it is reached, writes fail with write_status::map_full until `store::grow_map`.
+  size_t map_size_bytes = size_t{16} << 30;
+  /// How long the write-back cache keeps a dirty entry before writing it: an inbox entry the phone
+  /// acknowledges within this window never reaches the disk. Derived state only; the log is
+  /// never delayed by it.
+  std::chrono::milliseconds flush_window_ms{60'000};
+  /// Memory budget of one shard's write-back cache; above it the largest owners are evicted.
+  size_t cache_budget_bytes = size_t{64} << 20;
+  /// Most writes in one group commit: bounds the pages one transaction dirties and the latency of
+  /// the writes queued behind it.
+  size_t max_batch_writes = 8192;
+  /// Queued bytes above which `store::submit` refuses work, so producers see backpressure instead
+  /// of the writer's queue growing without bound.
+  size_t queue_bytes_max = size_t{256} << 20;
+  /// Appends kept in the in-memory index before they are written to the on-disk per-stream index
+  /// as one sorted batch. Larger batches touch each index page once for many appends.
+  size_t index_batch_entries = 262'144;
+  /// Sorted index entries written per transaction, so one index transaction never holds back the
+  /// group commits queued behind it for long.
+  size_t index_slice_entries = 16'384;
+  /// An idle writer writes the in-memory index after this long even if the batch is not full.
+  std::chrono::milliseconds index_idle_ms{2'000};
+};
+
+/// LMDB's default key limit is 511 bytes; state keys stay well below it.
+inline constexpr size_t state_key_bytes_max = 400;
+/// A log payload is a message, not a blob; larger bodies belong in a blob store.
+inline constexpr size_t payload_bytes_max = size_t{1} << 20;
+/// A derived-state value (inbox entry, cursor, counter) is small; this catches misuse.
+inline constexpr size_t state_value_bytes_max = size_t{1} << 20;
+/// Checkpoint domains are short names ("inbox", "cursors").
+inline constexpr size_t domain_bytes_max = 64;
+/// Named databases: meta, log, index, state (and room to grow).
+inline constexpr unsigned max_dbs = 8;
+/// Concurrent read transactions: read lanes of every shard plus tools, well above 2 x cores.
+inline constexpr unsigned max_readers = 510;
+/// Log records read per read transaction during replay ("avoid long-lived transactions").
+inline constexpr size_t replay_chunk_records = 4096;
+
+} // namespace agner::store

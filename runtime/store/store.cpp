@@ -1,0 +1,651 @@
+// The group-commit writer and the read paths. The writer takes everything queued, applies it in one
+// write transaction (log appends with MDB_APPEND, so they fill pages sequentially), commits with
+// LMDB's default full sync, and only then runs the completions. Index entries for the appends are
+// kept in memory and written later in large sorted batches (see docs/storage.md).
+#include "runtime/store/store.hpp"
+
+#include "runtime/log.hpp"
+#include "runtime/store/key_codec.hpp"
+#include "runtime/store/lmdb.hpp"
+#include "runtime/store/pending_index.hpp"
+#include "runtime/store/value_format.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+
+#include <fmt/format.h>
+
+namespace agner::store {
+
+namespace {
+
+constexpr std::string_view meta_format_key = "format";
+constexpr std::string_view meta_indexed_key = "indexed_through";
+constexpr std::string_view meta_checkpoint_prefix = "checkpoint/";
+
+// Log keys: the position, 8 bytes big-endian, so appends always go to the right-most leaf.
+struct position_key {
+  explicit position_key(log_position p) noexcept { put_u64_be(b, p); }
+  std::string_view view() const noexcept { return {b, 8}; }
+  char b[8];
+};
+
+// Index keys: (stream, seq), 16 bytes big-endian, so one stream's history is one key range.
+struct index_key {
+  index_key(uint64_t stream, uint64_t seq) noexcept {
+    put_u64_be(b, stream);
+    put_u64_be(b + 8, seq);
+  }
+  std::string_view view() const noexcept { return {b, 16}; }
+  char b[16];
+};
+
+std::string checkpoint_key(std::string_view domain) {
+  std::string k(meta_checkpoint_prefix);
+  k.append(domain);
+  return k;
+}
+
+log_entry to_entry(log_position pos, std::string_view stored) {
+  auto r = decode_log_record(stored, pos);
+  return {pos, r.stream, r.seq, std::string(r.payload)};
+}
+
+uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {
+  return static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+// Disk reserved ahead of the data file's end in one fallocate, so most commits need none.
+constexpr size_t reserve_chunk_bytes = size_t{8} << 20;
+// Worst-case pages a state put or delete dirties beyond its bytes: the path from root to leaf.
+constexpr size_t pages_per_random_write = 4;
+// Slack for branch pages and the free list LMDB writes at commit.
+constexpr size_t commit_slack_bytes = 256 << 10;
+constexpr size_t page_bytes = 4096;
+
+// Retrying a failed group in halves stops after this depth: 2^12 batches is above any group size.
+constexpr int split_depth_max = 12;
+
+} // namespace
+
+std::string_view to_string(write_status s) noexcept {
+  switch (s) {
+    case write_status::durable: return "durable";
+    case write_status::map_full: return "map_full";
+    case write_status::no_space: return "no_space";
+    case write_status::rejected: return "rejected";
+    case write_status::failed: return "failed";
+  }
+  return "unknown";
+}
+
+node_store::node_store(store_options options, metrics::registry& m, store_hooks hooks)
+  : options_(std::move(options)),
+    hooks_(std::move(hooks)),
+    commits_(m.make_counter("agner_store_commits_total", "Write transactions committed by the group-commit writer")),
+    appends_(m.make_counter("agner_store_appends_total", "Log records made durable")),
+    map_full_errors_(m.make_counter("agner_store_commit_errors_total", "Failed commits by cause", "kind=\"map_full\"")),
+    no_space_errors_(m.make_counter("agner_store_commit_errors_total", "Failed commits by cause", "kind=\"no_space\"")),
+    fatal_errors_(m.make_counter("agner_store_commit_errors_total", "Failed commits by cause", "kind=\"fatal\"")),
+    commit_ns_(m.make_histogram("agner_store_commit_seconds", "Time from transaction begin to durable commit", {}, 1e-9)),
+    commit_writes_(m.make_histogram("agner_store_commit_writes", "Writes per group commit")),
+    queue_bytes_gauge_(m.make_gauge("agner_store_queue_bytes", "Bytes submitted and not yet taken by the writer")),
+    index_pending_(m.make_gauge("agner_store_index_pending", "Appends durable in the log but not yet in the on-disk index")) {
+  if (!hooks_.on_fatal)
+    hooks_.on_fatal = [](const std::string& reason) {
+      log::critical("store", "fatal storage error: {}; stopping the process so that nothing is acknowledged after it",
+                    reason);
+      std::abort();
+    };
+  std::filesystem::create_directories(options_.data_dir);
+  env_ = std::make_unique<lmdb::env>(
+    lmdb::env_options{options_.data_dir, options_.map_size_bytes, max_dbs, max_readers});
+  pending_ = std::make_unique<pending_index>();
+  open_databases();
+  rebuild_pending_index();
+  last_freeze_ = std::chrono::steady_clock::now();
+  writer_ = std::thread([this] { writer_loop(); });
+}
+
+node_store::~node_store() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable())
+    writer_.join();
+}
+
+void node_store::open_databases() {
+  lmdb::txn t;
+  if (int rc = lmdb::txn::write(*env_, t))
+    throw lmdb::error(rc, "begin the setup transaction");
+  dbs_.meta = t.open("meta", true);
+  dbs_.log = t.open("log", true);
+  dbs_.index = t.open("index", true);
+  dbs_.state = t.open("state", true);
+  if (auto v = t.get(dbs_.meta, meta_format_key)) {
+    auto layout = decode_u64_value(*v, "the data directory's format marker");
+    if (layout > format_version)
+      throw format_error(fmt::format("store: data directory {} was written by format version {}, newer than this "
+                                     "build supports ({}); refusing to open it",
+                                     options_.data_dir, layout, format_version));
+  } else {
+    std::string s;
+    encode_u64_value(s, format_version);
+    if (int rc = t.put(dbs_.meta, meta_format_key, s))
+      throw lmdb::error(rc, "write the format marker");
+  }
+  if (int rc = t.commit())
+    throw lmdb::error(rc, "commit the setup transaction");
+}
+
+void node_store::rebuild_pending_index() {
+  // The log past `indexed_through` is durable but not in the on-disk index (the process stopped
+  // before the writer got to it): put it back into memory. It is at most a few index batches.
+  auto t = lmdb::txn::read(*env_);
+  if (auto v = t.get(dbs_.meta, meta_indexed_key))
+    indexed_through_ = decode_u64_value(*v, "meta indexed_through");
+  lmdb::cursor c(t, dbs_.log);
+  log_position last = c.last() ? get_u64_be(c.key().data()) : 0;
+  next_position_ = last + 1;
+  last_durable_.store(last, std::memory_order_release);
+  std::vector<pending_index::entry> tail;
+  if (last > indexed_through_) {
+    position_key from(indexed_through_ + 1);
+    for (bool ok = c.seek(from.view()); ok; ok = c.next()) {
+      log_position pos = get_u64_be(c.key().data());
+      auto r = decode_log_record(c.value(), pos);
+      tail.push_back({r.stream, r.seq, pos});
+    }
+  }
+  pending_->add(tail);
+  index_pending_.set(static_cast<int64_t>(tail.size()));
+  if (!tail.empty())
+    log::info("store", "opened {}: log ends at {}, {} records to re-index", options_.data_dir, last, tail.size());
+}
+
+bool node_store::submit(write_batch&& batch, completion done) {
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_ || failed_.load(std::memory_order_acquire))
+      return false;
+    // An empty queue always accepts, so a single batch larger than the limit can still pass.
+    if (!queue_.empty() && queued_bytes_ + batch.bytes() > options_.queue_bytes_max)
+      return false;
+    queued_bytes_ += batch.bytes();
+    queue_bytes_gauge_.set(static_cast<int64_t>(queued_bytes_));
+    queue_.push_back(queued{std::move(batch), std::move(done), {}});
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void node_store::grow_map(size_t bytes, std::function<void(bool)> done) {
+  auto control = [this, bytes, done = std::move(done)] {
+    int rc;
+    {
+      // A remap moves every page, so no read transaction may be open; the writer has none open
+      // between commits.
+      std::unique_lock lk(remap_mu_);
+      rc = env_->set_map_size(bytes);
+    }
+    if (rc != 0)
+      log::error("store", "growing the map to {} bytes failed: {}", bytes, lmdb::describe(rc));
+    else
+      log::info("store", "map grown to {} bytes", bytes);
+    if (done)
+      done(rc == 0);
+  };
+  {
+    std::lock_guard lk(mu_);
+    queue_.push_back(queued{{}, {}, std::move(control)});
+  }
+  cv_.notify_one();
+}
+
+void node_store::flush_index() {
+  auto p = std::make_shared<std::promise<void>>();
+  auto f = p->get_future();
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_ || failed_.load())
+      return;
+    queue_.push_back(queued{{}, {}, [this, p] {
+                              write_whole_index();
+                              p->set_value();
+                            }});
+  }
+  cv_.notify_one();
+  try {
+    f.get();
+  } catch (const std::future_error&) {
+    // The store failed before it got to it; there is nothing to wait for.
+  }
+}
+
+size_t node_store::queued_bytes() const {
+  std::lock_guard lk(mu_);
+  return queued_bytes_;
+}
+
+void node_store::writer_loop() {
+  using clk = std::chrono::steady_clock;
+  std::vector<queued> group;
+  for (;;) {
+    {
+      std::unique_lock lk(mu_);
+      auto has_work = [this] { return !queue_.empty() || stopping_; };
+      if (!pending_->frozen().empty())
+        cv_.wait_until(lk, index_retry_after_, has_work);
+      else if (pending_->active_size() > 0)
+        cv_.wait_until(lk, last_freeze_ + options_.index_idle_ms, has_work);
+      else
+        cv_.wait(lk, has_work);
+      if (queue_.empty() && stopping_)
+        break;
+      // Take everything queued up to max_batch_writes; a control item runs alone.
+      size_t n = 0, writes = 0, bytes = 0;
+      if (!queue_.empty() && queue_.front().control) {
+        n = 1;
+      } else {
+        while (n < queue_.size() && !queue_[n].control &&
+               (n == 0 || writes + queue_[n].batch.size() <= options_.max_batch_writes)) {
+          writes += queue_[n].batch.size();
+          bytes += queue_[n].batch.bytes();
+          ++n;
+        }
+      }
+      group.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
+      queue_.erase(queue_.begin(), queue_.begin() + n);
+      queued_bytes_ -= bytes;
+      queue_bytes_gauge_.set(static_cast<int64_t>(queued_bytes_));
+    }
+    if (!group.empty())
+      run_group(group);
+    group.clear();
+    if (failed_.load(std::memory_order_acquire))
+      return;
+    // Index work between commits: freeze a full (or idle) generation, then one slice per round so
+    // that commits queued meanwhile wait for one slice at most.
+    auto now = clk::now();
+    if (pending_->frozen().empty() && pending_->active_size() > 0 &&
+        (pending_->active_size() >= options_.index_batch_entries || now >= last_freeze_ + options_.index_idle_ms)) {
+      frozen_through_ = last_durable_.load(std::memory_order_relaxed);
+      pending_->freeze();
+      frozen_done_ = 0;
+      last_freeze_ = now;
+    }
+    if (!pending_->frozen().empty() && now >= index_retry_after_)
+      write_index_slice();
+    if (failed_.load(std::memory_order_acquire))
+      return;
+  }
+  if (!failed_.load(std::memory_order_acquire))
+    write_whole_index();
+}
+
+void node_store::run_group(std::vector<queued>& group) {
+  if (group.front().control) {
+    group.front().control();
+    return;
+  }
+  std::vector<queued*> ptrs;
+  ptrs.reserve(group.size());
+  for (auto& q : group)
+    ptrs.push_back(&q);
+  commit_some(ptrs.data(), ptrs.size());
+}
+
+int node_store::finish(lmdb::txn& t) {
+  if (hooks_.before_commit) {
+    if (int rc = hooks_.before_commit()) {
+      t.abort();
+      return rc;
+    }
+  }
+  return t.commit();
+}
+
+int node_store::reserve_disk(size_t estimate) {
+  // LMDB turns a write that runs out of disk into a short write and reports EIO, which we must
+  // treat as fatal. So the space a commit may need is reserved first: a full disk then shows up
+  // here, as ENOSPC, before LMDB writes a page, and fails only this commit.
+  if (!reserve_enabled_)
+    return 0;
+  size_t need = std::min(env_->used_bytes() + estimate, env_->map_size());
+  if (need <= reserved_end_)
+    return 0;
+  size_t want = std::min(need + reserve_chunk_bytes, env_->map_size());
+  int rc = env_->reserve(reserved_end_, want);
+  if (lmdb::is_no_space(rc)) {
+    want = need;
+    rc = env_->reserve(reserved_end_, want);
+  }
+  if (rc == 0) {
+    reserved_end_ = want;
+  } else if (!lmdb::is_no_space(rc)) {
+    reserve_enabled_ = false;
+    log::warn("store", "cannot reserve disk space for {} ({}); a full disk may then stop the process",
+              options_.data_dir, lmdb::describe(rc));
+    return 0;
+  }
+  return rc;
+}
+
+int node_store::try_commit(queued** first, size_t n, std::vector<log_position>& firsts) {
+  size_t estimate = commit_slack_bytes;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& b = first[i]->batch;
+    estimate += 2 * b.bytes() + (b.size() - b.appends()) * pages_per_random_write * page_bytes;
+  }
+  if (int rc = reserve_disk(estimate))
+    return rc;
+  lmdb::txn t;
+  if (int rc = lmdb::txn::write(*env_, t))
+    return rc;
+  firsts.clear();
+  for (size_t i = 0; i < n; ++i) {
+    const auto& b = first[i]->batch;
+    firsts.push_back(b.appends() ? next_position_ : 0);
+    for (const auto& o : b.ops()) {
+      int rc = 0;
+      scratch_.clear();
+      switch (o.k) {
+        case write_batch::kind::append: {
+          position_key k(next_position_);
+          encode_log_record(scratch_, o.stream, o.seq, b.value(o));
+          rc = t.append(dbs_.log, k.view(), scratch_);
+          ++next_position_;
+          break;
+        }
+        case write_batch::kind::put:
+          encode_value(scratch_, b.value(o));
+          rc = t.put(dbs_.state, b.key(o), scratch_);
+          break;
+        case write_batch::kind::del:
+          rc = t.del(dbs_.state, b.key(o));
+          break;
+        case write_batch::kind::checkpoint:
+          encode_u64_value(scratch_, o.seq);
+          rc = t.put(dbs_.meta, checkpoint_key(b.key(o)), scratch_);
+          break;
+      }
+      if (rc != 0)
+        return rc; // the transaction aborts as `t` goes out of scope
+    }
+  }
+  return finish(t);
+}
+
+bool node_store::commit_some(queued** first, size_t n) {
+  auto t0 = std::chrono::steady_clock::now();
+  log_position saved = next_position_;
+  std::vector<log_position> firsts;
+  int rc = try_commit(first, n, firsts);
+  if (rc == 0) {
+    commit_ns_.observe(elapsed_ns(t0));
+    commits_.inc();
+    size_t writes = 0, appends = 0;
+    std::vector<pending_index::entry> entries;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& b = first[i]->batch;
+      writes += b.size();
+      log_position pos = firsts[i];
+      for (const auto& o : b.ops())
+        if (o.k == write_batch::kind::append)
+          entries.push_back({o.stream, o.seq, pos++});
+    }
+    appends = entries.size();
+    commit_writes_.observe(writes);
+    appends_.inc(appends);
+    // Readers must find a record as soon as anyone may learn it is durable: index it first.
+    pending_->add(entries);
+    index_pending_.add(static_cast<int64_t>(appends));
+    last_durable_.store(next_position_ - 1, std::memory_order_release);
+    for (size_t i = 0; i < n; ++i)
+      if (first[i]->done)
+        first[i]->done({write_status::durable, firsts[i], first[i]->batch.appends()});
+    return true;
+  }
+  next_position_ = saved;
+  bool full = lmdb::is_map_full(rc) || lmdb::is_no_space(rc);
+  if (full || lmdb::is_txn_full(rc) || lmdb::is_bad_size(rc)) {
+    if (n > 1) {
+      // Find the longest prefix that fits; what was queued behind a failed batch fails with it, so
+      // a producer never sees a later batch durable after an earlier one failed in the same group.
+      size_t half = n / 2;
+      if (commit_some(first, half))
+        return commit_some(first + half, n - half);
+      for (size_t i = half; i < n; ++i)
+        if (first[i]->done)
+          first[i]->done({lmdb::is_map_full(rc) ? write_status::map_full
+                          : lmdb::is_no_space(rc) ? write_status::no_space
+                                                  : write_status::rejected,
+                          0, first[i]->batch.appends()});
+      return false;
+    }
+    write_status s = lmdb::is_map_full(rc)   ? write_status::map_full
+                     : lmdb::is_no_space(rc) ? write_status::no_space
+                                             : write_status::rejected;
+    if (s == write_status::map_full)
+      map_full_errors_.inc();
+    else if (s == write_status::no_space)
+      no_space_errors_.inc();
+    log::warn("store", "batch of {} writes not stored ({}): {}", first[0]->batch.size(), to_string(s),
+              lmdb::describe(rc));
+    if (first[0]->done)
+      first[0]->done({s, 0, first[0]->batch.appends()});
+    return false;
+  }
+  fail_fatal(fmt::format("commit of {} batches failed: {} ({})", n, lmdb::describe(rc), rc), first, n);
+  return false;
+}
+
+void node_store::fail_fatal(const std::string& reason, queued** first, size_t n) {
+  fatal_errors_.inc();
+  failed_.store(true, std::memory_order_release);
+  hooks_.on_fatal(reason);
+  // Only a test's handler returns. Nothing queued may become durable now; tell everyone.
+  std::vector<queued> rest;
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    rest.swap(queue_);
+    queued_bytes_ = 0;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (first[i]->done)
+      first[i]->done({write_status::failed, 0, first[i]->batch.appends()});
+  for (auto& q : rest)
+    if (q.done)
+      q.done({write_status::failed, 0, q.batch.appends()});
+}
+
+bool node_store::write_index_slice() {
+  const auto& frozen = pending_->frozen();
+  size_t end = std::min(frozen.size(), frozen_done_ + options_.index_slice_entries);
+  lmdb::txn t;
+  // Worst case every entry lands in its own leaf.
+  int rc = reserve_disk(commit_slack_bytes + (end - frozen_done_) * page_bytes);
+  if (rc == 0)
+    rc = lmdb::txn::write(*env_, t);
+  if (rc == 0) {
+    // Sorted keys: consecutive puts land in the same leaf, so a slice dirties each page once.
+    lmdb::cursor c(t, dbs_.index);
+    for (size_t i = frozen_done_; i < end && rc == 0; ++i) {
+      index_key k(frozen[i].stream, frozen[i].seq);
+      scratch_.clear();
+      encode_u64_value(scratch_, frozen[i].pos);
+      rc = c.put(k.view(), scratch_);
+    }
+    if (rc == 0 && end == frozen.size()) {
+      scratch_.clear();
+      encode_u64_value(scratch_, frozen_through_);
+      rc = t.put(dbs_.meta, meta_indexed_key, scratch_);
+    }
+  }
+  if (rc == 0)
+    rc = finish(t);
+  else
+    t.abort();
+  if (rc == 0) {
+    index_pending_.add(-static_cast<int64_t>(end - frozen_done_));
+    frozen_done_ = end;
+    if (end == frozen.size()) {
+      pending_->clear_frozen();
+      indexed_through_ = frozen_through_;
+    }
+    return true;
+  }
+  if (lmdb::is_map_full(rc) || lmdb::is_no_space(rc) || lmdb::is_txn_full(rc)) {
+    // The index is derived from the log: keep it in memory and try again later.
+    (lmdb::is_no_space(rc) ? no_space_errors_ : map_full_errors_).inc();
+    log::warn("store", "index slice not written ({}); retrying in 1 s", lmdb::describe(rc));
+    index_retry_after_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    return false;
+  }
+  fail_fatal(fmt::format("index commit failed: {} ({})", lmdb::describe(rc), rc), nullptr, 0);
+  return false;
+}
+
+void node_store::write_whole_index() {
+  for (;;) {
+    if (pending_->frozen().empty()) {
+      if (pending_->active_size() == 0)
+        return;
+      frozen_through_ = last_durable_.load(std::memory_order_relaxed);
+      pending_->freeze();
+      frozen_done_ = 0;
+      last_freeze_ = std::chrono::steady_clock::now();
+    }
+    if (!write_index_slice())
+      return;
+  }
+}
+
+std::vector<log_entry> node_store::read_page(uint64_t stream, uint64_t lo, uint64_t hi, size_t limit,
+                                        bool highest) const {
+  std::vector<pending_index::hit> hits;
+  if (limit == 0 || lo >= hi)
+    return {};
+  // The in-memory tail first, the read transaction second: an entry leaves memory only after the
+  // on-disk index holding it committed, so a transaction begun afterwards sees it; and an entry
+  // enters memory only after its log record committed, so the transaction sees the record.
+  pending_->collect(stream, lo, hi, limit, highest, hits);
+  std::shared_lock lk(remap_mu_);
+  auto t = lmdb::txn::read(*env_);
+  {
+    lmdb::cursor c(t, dbs_.index);
+    size_t n = 0;
+    auto take = [&]() {
+      key_reader r(c.key());
+      uint64_t s = r.u64(), q = r.u64();
+      if (s != stream || q < lo || q >= hi)
+        return false;
+      hits.push_back({q, decode_u64_value(c.value(), "index entry")});
+      return ++n < limit;
+    };
+    if (highest) {
+      index_key k(stream, hi);
+      for (bool ok = c.seek(k.view()) ? c.prev() : c.last(); ok && take(); ok = c.prev()) {
+      }
+    } else {
+      index_key k(stream, lo);
+      for (bool ok = c.seek(k.view()); ok && take(); ok = c.next()) {
+      }
+    }
+  }
+  std::sort(hits.begin(), hits.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+  hits.erase(std::unique(hits.begin(), hits.end(), [](const auto& a, const auto& b) { return a.seq == b.seq; }),
+             hits.end());
+  if (hits.size() > limit) {
+    if (highest)
+      hits.erase(hits.begin(), hits.end() - static_cast<std::ptrdiff_t>(limit));
+    else
+      hits.resize(limit);
+  }
+  std::vector<log_entry> out;
+  out.reserve(hits.size());
+  for (const auto& h : hits) {
+    position_key k(h.pos);
+    auto v = t.get(dbs_.log, k.view());
+    if (!v)
+      throw format_error(fmt::format("store: index entry ({}, {}) points at missing log position {}", stream,
+                                     h.seq, h.pos));
+    out.push_back(to_entry(h.pos, *v));
+  }
+  return out;
+}
+
+std::vector<log_entry> node_store::history_before(uint64_t stream, uint64_t before_seq, size_t limit) const {
+  return read_page(stream, 0, before_seq, limit, true);
+}
+
+std::vector<log_entry> node_store::history_after(uint64_t stream, uint64_t after_seq, size_t limit) const {
+  if (after_seq == UINT64_MAX)
+    return {};
+  return read_page(stream, after_seq + 1, UINT64_MAX, limit, false);
+}
+
+std::optional<log_entry> node_store::read_log(log_position pos) const {
+  std::shared_lock lk(remap_mu_);
+  auto t = lmdb::txn::read(*env_);
+  position_key k(pos);
+  auto v = t.get(dbs_.log, k.view());
+  if (!v)
+    return std::nullopt;
+  return to_entry(pos, *v);
+}
+
+std::optional<std::string> node_store::get(std::string_view key) const {
+  std::shared_lock lk(remap_mu_);
+  auto t = lmdb::txn::read(*env_);
+  auto v = t.get(dbs_.state, key);
+  if (!v)
+    return std::nullopt;
+  return std::string(decode_value(*v, "state value"));
+}
+
+log_position node_store::checkpoint(std::string_view domain) const {
+  std::shared_lock lk(remap_mu_);
+  auto t = lmdb::txn::read(*env_);
+  auto v = t.get(dbs_.meta, checkpoint_key(domain));
+  return v ? decode_u64_value(*v, fmt::format("checkpoint of {}", domain)) : 0;
+}
+
+uint64_t node_store::replay(log_position after, const std::function<void(const log_entry&)>& fn) const {
+  log_position end = last_position();
+  log_position from = after + 1;
+  uint64_t count = 0;
+  std::vector<log_entry> chunk;
+  while (from <= end) {
+    chunk.clear();
+    {
+      // One short transaction per chunk; `fn` runs outside it so a slow consumer pins no pages.
+      std::shared_lock lk(remap_mu_);
+      auto t = lmdb::txn::read(*env_);
+      lmdb::cursor c(t, dbs_.log);
+      position_key k(from);
+      for (bool ok = c.seek(k.view()); ok && chunk.size() < replay_chunk_records; ok = c.next()) {
+        log_position pos = get_u64_be(c.key().data());
+        if (pos > end)
+          break;
+        chunk.push_back(to_entry(pos, c.value()));
+      }
+    }
+    if (chunk.empty())
+      break;
+    for (const auto& e : chunk)
+      fn(e);
+    count += chunk.size();
+    from = chunk.back().position + 1;
+  }
+  return count;
+}
+
+} // namespace agner::store

@@ -1,0 +1,209 @@
+// Failures: a full map or disk fails the affected writes cleanly and the store recovers when there
+// is room; any other commit error is fatal and nothing is acknowledged after it.
+#include "runtime/store/store.hpp"
+#include "test/runtime/store/store_test_support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sys/mount.h>
+
+using namespace agner;
+using namespace agner::store;
+using namespace agner::store::test;
+
+namespace {
+
+write_batch messages(uint64_t stream, uint64_t first_seq, int n, size_t bytes) {
+  write_batch b;
+  for (int i = 0; i < n; ++i)
+    b.append(stream, first_seq + i, make_payload(stream, first_seq + i, bytes));
+  return b;
+}
+
+// Submits batches of `per_batch` records until one fails; returns the results in submission order
+// and how many records became durable.
+struct fill_result {
+  std::vector<commit_result> results;
+  uint64_t durable_records = 0;
+  uint64_t next_seq = 1;
+};
+fill_result fill_until_failure(node_store& s, uint64_t stream, int per_batch, size_t bytes, int max_rounds = 10000) {
+  fill_result f;
+  for (int round = 0; round < max_rounds; ++round) {
+    // Several batches at once, so that the failure hits a group of more than one.
+    completions c;
+    int n = 8;
+    for (int i = 0; i < n; ++i) {
+      REQUIRE(s.submit(messages(stream, f.next_seq, per_batch, bytes), c.make()));
+      f.next_seq += per_batch;
+    }
+    REQUIRE(c.wait(n));
+    bool failed = false;
+    for (auto& r : c.results()) {
+      f.results.push_back(r);
+      if (r.status == write_status::durable)
+        f.durable_records += r.appends;
+      else
+        failed = true;
+    }
+    if (failed)
+      return f;
+  }
+  FAIL("the store never filled up");
+  return f;
+}
+
+// Checks that once a batch failed, no later one in the run was durable.
+bool no_durable_after_failure(const std::vector<commit_result>& rs) {
+  bool failed = false;
+  for (auto& r : rs) {
+    if (r.status != write_status::durable)
+      failed = true;
+    else if (failed)
+      return false;
+  }
+  return true;
+}
+
+uint64_t count_stream(const node_store& s, uint64_t stream) {
+  uint64_t n = 0;
+  s.replay(0, [&](const log_entry& e) {
+    if (e.stream == stream && payload_ok(e.payload, e.stream, e.seq))
+      ++n;
+  });
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("a full map fails the affected writes, reads go on, and writes succeed once the map grows") {
+  temp_dir dir;
+  metrics::registry m;
+  auto o = test_options(dir.path());
+  o.map_size_bytes = size_t{1} << 20;
+  node_store s(o, m);
+  auto f = fill_until_failure(s, 1, 20, 200);
+  CHECK(no_durable_after_failure(f.results));
+  CHECK(f.results.back().status == write_status::map_full);
+  CHECK(f.results.back().first_position == 0);
+  CHECK_FALSE(s.failed());
+  // The node still serves reads of everything acknowledged.
+  CHECK(count_stream(s, 1) == f.durable_records);
+  auto page = s.history_before(1, UINT64_MAX, 50);
+  CHECK(page.size() == 50);
+  CHECK(m.make_counter("agner_store_commit_errors_total", "", "kind=\"map_full\"").value() > 0);
+  // Room: grow the map, and the same writes go through.
+  completions grown;
+  bool ok = false;
+  s.grow_map(size_t{16} << 20, [&](bool r) {
+    ok = r;
+    grown.make()({write_status::durable, 0, 0});
+  });
+  REQUIRE(grown.wait(1));
+  CHECK(ok);
+  auto r = commit_now(s, messages(2, 1, 20, 200));
+  CHECK(r.status == write_status::durable);
+  CHECK(count_stream(s, 2) == 20);
+}
+
+TEST_CASE("a full file system fails writes with no_space and they succeed once files are removed") {
+  temp_dir dir;
+  std::string mnt = dir.sub("mnt");
+  std::filesystem::create_directories(mnt);
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=3m") != 0) {
+    MESSAGE("skipped: cannot mount a tmpfs here (" << std::strerror(errno) << "); the tiny-map test covers MAP_FULL");
+    return;
+  }
+  struct unmount_at_exit {
+    std::string path;
+    ~unmount_at_exit() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  // Ballast that is deleted later to make room.
+  {
+    std::ofstream ballast(mnt + "/ballast", std::ios::binary);
+    std::string mb(1 << 20, 'b');
+    ballast << mb;
+  }
+  metrics::registry m;
+  auto o = test_options(mnt + "/data");
+  o.map_size_bytes = size_t{64} << 20; // far above the file system: the disk fills first
+  std::atomic<int> fatal_calls{0};
+  store_hooks hooks;
+  hooks.on_fatal = [&](const std::string& r) { // ENOSPC must never be fatal
+    std::fprintf(stderr, "fatal: %s\n", r.c_str());
+    ++fatal_calls;
+  };
+  {
+    node_store s(o, m, hooks);
+    auto f = fill_until_failure(s, 1, 20, 200);
+    CHECK(no_durable_after_failure(f.results));
+    CHECK(f.results.back().status == write_status::no_space);
+    CHECK_FALSE(s.failed());
+    CHECK(count_stream(s, 1) == f.durable_records);
+    CHECK(s.history_before(1, UINT64_MAX, 10).size() == 10);
+    std::filesystem::remove(mnt + "/ballast");
+    auto r = commit_now(s, messages(2, 1, 20, 200));
+    CHECK(r.status == write_status::durable);
+  }
+  CHECK(fatal_calls == 0);
+  // And the data survives a reopen.
+  node_store s(o, m);
+  CHECK(count_stream(s, 2) == 20);
+}
+
+TEST_CASE("an ENOSPC from the commit fails that batch only and the next write succeeds") {
+  temp_dir dir;
+  metrics::registry m;
+  std::atomic<int> fail_next{0};
+  store_hooks hooks;
+  hooks.before_commit = [&] { return fail_next.exchange(0); };
+  node_store s(test_options(dir.path()), m, hooks);
+  REQUIRE(commit_now(s, messages(1, 1, 3, 10)).status == write_status::durable);
+  fail_next = ENOSPC;
+  auto r = commit_now(s, messages(1, 4, 3, 10));
+  CHECK(r.status == write_status::no_space);
+  CHECK(r.first_position == 0);
+  auto again = commit_now(s, messages(1, 4, 3, 10));
+  CHECK(again.status == write_status::durable);
+  CHECK(again.first_position == 4); // the failed batch consumed no log positions
+  CHECK(count_stream(s, 1) == 6);
+}
+
+TEST_CASE("a commit error other than a full disk is fatal and nothing is acknowledged after it") {
+  temp_dir dir;
+  metrics::registry m;
+  std::atomic<int> commits{0};
+  std::atomic<int> fatal_calls{0};
+  std::string reason;
+  store_hooks hooks;
+  hooks.before_commit = [&] { return ++commits == 3 ? EIO : 0; };
+  hooks.on_fatal = [&](const std::string& r) {
+    reason = r;
+    ++fatal_calls;
+  };
+  auto o = test_options(dir.path());
+  {
+    node_store s(o, m, hooks);
+    CHECK(commit_now(s, messages(1, 1, 2, 10)).status == write_status::durable);
+    CHECK(commit_now(s, messages(1, 3, 2, 10)).status == write_status::durable);
+    // Queue several batches behind the failing commit.
+    completions c;
+    for (int i = 0; i < 5; ++i)
+      if (!s.submit(messages(1, 5 + 2 * i, 2, 10), c.make()))
+        c.make()({write_status::failed, 0, 0});
+    REQUIRE(c.wait(5));
+    for (auto& r : c.results())
+      CHECK(r.status == write_status::failed);
+    CHECK(fatal_calls == 1);
+    CHECK(reason.find("Input/output error") != std::string::npos);
+    CHECK(s.failed());
+    CHECK_FALSE(s.submit(messages(1, 100, 1, 10), [](const commit_result&) { FAIL("acknowledged after fatal"); }));
+    CHECK(m.make_counter("agner_store_commit_errors_total", "", "kind=\"fatal\"").value() == 1);
+  }
+  // After a restart only the acknowledged writes are there.
+  node_store s(o, m);
+  CHECK(count_stream(s, 1) == 4);
+}

@@ -212,6 +212,13 @@ public:
                              detail::current_host);
   }
 
+  /// Casts to a shard after `delay` (a shard's own periodic work: flushes, checkpoints). Uses
+  /// CAF's clock, so it is for a handful of timers per shard, never one per key or connection.
+  void cast_later(uint32_t shard, duration delay, write_msg msg) {
+    stats_[shard].writes_enqueued.fetch_add(1, std::memory_order_relaxed);
+    caf::delayed_anon_send(writers_[shard], delay, write_env<write_msg>{std::move(msg)});
+  }
+
   /// Request/reply on the read lane with a mandatory timeout. Blocks the calling thread: for
   /// the edges (tools, admin, tests), never for an actor or an I/O thread (use call_async).
   template <class Key>

@@ -1,0 +1,99 @@
+// The conversation service: each conversation's owner checks membership, deduplicates by
+// (sender, nonce), assigns the dense per-conversation seq and appends to the durable log. One
+// append batch per conversation is in flight at a time: a batch that fails (disk full) rolls the
+// seq back, so seq never has a gap.
+#pragma once
+
+#include "chat/ids.hpp"
+#include "chat/record.hpp"
+#include "chat/session_sink.hpp"
+#include "runtime/service.hpp"
+#include "runtime/store/store.hpp"
+
+#include <deque>
+#include <unordered_map>
+#include <variant>
+
+namespace agner::chat {
+
+class chat_core;
+
+namespace conv_ops {
+struct send {
+  conversation_id conversation;
+  user_id from;
+  std::string nonce;
+  std::string body;
+  sink_ptr sink;
+  std::string ref;
+};
+/// From the store's writer thread: the batch of `conversation` committed (or failed).
+struct committed {
+  conversation_id conversation;
+  store::write_status status;
+  store::log_position first_position;
+};
+} // namespace conv_ops
+
+struct conversation_limits {
+  /// Nonces remembered per conversation for deduplication: the last this many messages, plus all
+  /// in flight. A client retrying a nonce older than that would create a new message.
+  uint32_t dedup_window = 512;
+  /// Messages waiting behind the in-flight batch of one conversation before sends are refused
+  /// with `unavailable` (the client retries): bounds memory when the disk stalls.
+  uint32_t queued_max = 10'000;
+};
+
+class conversation_shard {
+public:
+  using write_msg = std::variant<conv_ops::send, conv_ops::committed>;
+  /// Read lane work (history pages): a query that reads the store in its own short read
+  /// transaction and answers its session itself.
+  struct read_msg {
+    std::function<void()> work;
+  };
+  using read_reply = int;
+  struct view {};
+
+  conversation_shard(shard_context<view>& ctx, chat_core& core);
+  void on_write(write_msg& m);
+  static read_reply on_read(const view&, read_msg& m) {
+    m.work();
+    return 0;
+  }
+
+private:
+  struct waiter {
+    sink_ptr sink;
+    std::string ref;
+  };
+  struct outgoing {
+    uint64_t seq;
+    message_record msg;
+    std::vector<waiter> waiters;
+  };
+  struct nonce_info {
+    uint64_t seq;
+    message_id id;
+    bool durable;
+  };
+  struct conv_state {
+    uint64_t next_seq = 1;
+    std::unordered_map<std::string, nonce_info> nonces; ///< "sender:nonce" -> message
+    std::deque<std::string> nonce_order;                ///< for the dedup window
+    std::vector<outgoing> in_flight;                     ///< the batch being committed
+    std::vector<outgoing> queued;                        ///< waiting for the next batch
+  };
+
+  void handle(conv_ops::send& m);
+  void handle(conv_ops::committed& m);
+  conv_state* load(conversation_id c, const sink_ptr& sink, const std::string& ref);
+  void remember(conv_state& s, const std::string& key, nonce_info info);
+  void submit(conversation_id c, conv_state& s);
+
+  shard_context<view>& ctx_;
+  chat_core& core_;
+  std::unordered_map<conversation_id, conv_state> convs_;
+};
+
+} // namespace agner::chat

@@ -1,0 +1,170 @@
+#include "chat/core.hpp"
+
+#include "runtime/log.hpp"
+
+#include <future>
+
+namespace agner::chat {
+
+namespace {
+constexpr std::string_view next_user_key = "users/next";
+std::string name_key(std::string_view name) { return fmt::format("name/{}", name); }
+std::string id_key(user_id u) { return fmt::format("user/{}", u); }
+} // namespace
+
+chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::registry& reg, chat_options opts,
+                     escalation escalate)
+    : opts_(std::move(opts)), store_(store), metrics_(reg), ids_(opts_.node_id),
+      sent_(reg.make_counter("agner_chat_messages_stored_total", "Messages durable in the log")),
+      delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")) {
+  // User checkpoints are per shard: a data directory written with another shard count would map
+  // users to other shards and replay from the wrong checkpoints.
+  auto key = std::string("chat/user_shards");
+  if (auto v = store_.get(key)) {
+    if (*v != std::to_string(opts_.user_shards))
+      throw std::runtime_error(fmt::format("data directory was written with {} user shards, configured {}", *v, opts_.user_shards));
+  } else {
+    store::write_batch b;
+    b.put(key, std::to_string(opts_.user_shards));
+    auto done = std::make_shared<std::promise<store::write_status>>();
+    if (!store_.submit(std::move(b), [done](const store::commit_result& r) { done->set_value(r.status); }) ||
+        done->get_future().get() != store::write_status::durable)
+      throw std::runtime_error("cannot record the shard count in the store");
+  }
+  service_options uo;
+  uo.name = "users";
+  uo.shards = opts_.user_shards;
+  users_ = std::make_unique<service<user_shard>>(
+    sys, uo, [this](auto& ctx) { return std::make_unique<user_shard>(ctx, *this); }, escalate, &reg);
+  service_options co;
+  co.name = "conversations";
+  co.shards = opts_.conversation_shards;
+  convs_ = std::make_unique<service<conversation_shard>>(
+    sys, co, [this](auto& ctx) { return std::make_unique<conversation_shard>(ctx, *this); }, escalate, &reg);
+}
+
+chat_core::~chat_core() { stop(); }
+
+void chat_core::stop() {
+  if (convs_)
+    convs_->stop();
+  if (users_)
+    users_->stop();
+}
+
+void chat_core::attach(user_id u, std::string device, std::optional<uint64_t> resume_from, sink_ptr sink, std::string ref) {
+  users_->cast(u, user_ops::attach{u, std::move(device), resume_from, std::move(sink), std::move(ref)});
+}
+
+void chat_core::detach(user_id u, std::string device, sink_ptr sink) {
+  users_->cast(u, user_ops::detach{u, std::move(device), std::move(sink)});
+}
+
+void chat_core::send(user_id from, user_id to, std::string nonce, std::string body, sink_ptr sink, std::string ref) {
+  auto c = direct_conversation(from, to);
+  convs_->cast(c, conv_ops::send{c, from, std::move(nonce), std::move(body), std::move(sink), std::move(ref)});
+}
+
+void chat_core::ack(user_id u, std::string device, uint64_t inbox_seq) {
+  users_->cast(u, user_ops::ack{u, std::move(device), inbox_seq});
+}
+
+void chat_core::history(user_id u, const proto::history& req, sink_ptr sink, std::string ref) {
+  auto c = req.conversation;
+  if (!is_direct(c)) {
+    sink->push(proto::encode_error(ref, proto::error_code::not_found, "no such conversation"));
+    return;
+  }
+  auto [a, b] = direct_members(c);
+  if (u != a && u != b) {
+    sink->push(proto::encode_error(ref, proto::error_code::forbidden, "not a member of that conversation"));
+    return;
+  }
+  auto work = [this, c, req, sink, ref] {
+    std::vector<store::log_entry> page;
+    // One more than asked tells whether there is more beyond the page.
+    size_t want = req.limit + 1;
+    if (req.after)
+      page = store_.history_after(c, *req.after, want);
+    else
+      page = store_.history_before(c, req.before.value_or(UINT64_MAX), want);
+    bool more = page.size() > req.limit;
+    if (more) {
+      if (req.after)
+        page.pop_back();
+      else
+        page.erase(page.begin());
+    }
+    std::vector<proto::history_entry> entries;
+    entries.reserve(page.size());
+    for (auto& e : page) {
+      auto m = message_record::decode(e.payload);
+      entries.push_back({e.seq, m.id, m.from, std::move(m.body)});
+    }
+    sink->push(proto::encode_history(ref, c, entries, more));
+  };
+  convs_->call_async(c, conversation_shard::read_msg{std::move(work)}, opts_.history_timeout,
+                     [sink, ref](caf::expected<int> r) {
+                       if (!r)
+                         sink->push(proto::encode_error(ref, proto::error_code::unavailable,
+                                                        "history is busy or failed; retry"));
+                     });
+}
+
+bool chat_core::overloaded(user_id u) const noexcept { return users_->overloaded(u); }
+
+void chat_core::on_batch_committed(conversation_id c, const store::commit_result& r,
+                                   const std::vector<std::shared_ptr<durable_message>>& msgs) {
+  if (r.status == store::write_status::durable) {
+    // On the writer thread, in log order: every user owner sees deliveries in log order, which
+    // is what makes inbox_seq reproducible by replay.
+    auto [a, b] = direct_members(c);
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      msgs[i]->log_position = r.first_position + i;
+      message_ptr m = msgs[i];
+      users_->cast(a, user_ops::deliver{a, m});
+      if (b != a)
+        users_->cast(b, user_ops::deliver{b, m});
+      delivered_.inc(a == b ? 1 : 2);
+    }
+    sent_.inc(msgs.size());
+  }
+  convs_->cast(c, conv_ops::committed{c, r.status, r.first_position});
+}
+
+user_id chat_core::create_user(std::string_view name) {
+  if (name.empty() || name.size() > 64)
+    throw std::invalid_argument("a user name has 1 to 64 bytes");
+  std::lock_guard lock(registry_mu_);
+  if (auto u = find_user(name))
+    return *u;
+  user_id next = 1;
+  if (auto v = store_.get(next_user_key))
+    next = std::stoull(*v);
+  if (next > user_id_max)
+    throw std::runtime_error("user id space exhausted");
+  store::write_batch b;
+  b.put(name_key(name), std::to_string(next));
+  b.put(id_key(next), name);
+  b.put(next_user_key, std::to_string(next + 1));
+  auto done = std::make_shared<std::promise<store::write_status>>();
+  if (!store_.submit(std::move(b), [done](const store::commit_result& r) { done->set_value(r.status); }))
+    throw std::runtime_error("the store refused the write");
+  auto st = done->get_future().get();
+  if (st != store::write_status::durable)
+    throw std::runtime_error(fmt::format("cannot store the user: {}", store::to_string(st)));
+  log::info("users", "created user {} ({})", next, name);
+  return next;
+}
+
+std::optional<user_id> chat_core::find_user(std::string_view name) const {
+  if (auto v = store_.get(name_key(name)))
+    return parse_id(*v);
+  return std::nullopt;
+}
+
+std::optional<std::string> chat_core::user_name(user_id u) const { return store_.get(id_key(u)); }
+
+bool chat_core::user_exists(user_id u) const { return u != 0 && store_.get(id_key(u)).has_value(); }
+
+} // namespace agner::chat

@@ -1,0 +1,23 @@
+// What the chat core sees of a connected device: a thread-safe way to push frames to it and to
+// close it. The gateway's WebSocket session implements it; tests implement it with a vector.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace agner::chat {
+
+class session_sink {
+public:
+  virtual ~session_sink() = default;
+  /// Queues one server frame for the device. Any thread; cheap (posts to the connection's own
+  /// I/O thread). Frames pushed from one thread arrive in the order pushed.
+  virtual void push(std::string frame) = 0;
+  /// Closes the connection with a WebSocket close code. Any thread.
+  virtual void close(uint16_t code, std::string reason) = 0;
+};
+
+using sink_ptr = std::shared_ptr<session_sink>;
+
+} // namespace agner::chat

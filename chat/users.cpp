@@ -1,0 +1,223 @@
+#include "chat/users.hpp"
+
+#include "chat/core.hpp"
+#include "chat/protocol.hpp"
+#include "runtime/log.hpp"
+
+#include <algorithm>
+
+namespace agner::chat {
+
+user_shard::user_shard(shard_context<view>& ctx, chat_core& core) : ctx_(ctx), core_(core) {
+  auto index = ctx.index();
+  cache_ = std::make_unique<store::write_back_cache>(
+    core.store(), core.time(), core.metrics(), fmt::format("users-{}", index),
+    [&core, index](store::flush_ticket t, store::write_status s) {
+      core.users().cast_to_shard(index, user_ops::flushed{t, s});
+    });
+  auto st = store::recover(core.store(), *this);
+  checkpointed_ = st.from;
+  applied_max_ = std::max(applied_max_, st.through);
+  last_checkpoint_ = core.time().now();
+  if (st.records)
+    log::info("users", "shard {} replayed {} log records ({}..{}) in {:.3f} s", index, st.records, st.from, st.through,
+              st.seconds);
+  core.users().cast_later(index, core.options().tick_interval, user_ops::tick{});
+}
+
+user_shard::~user_shard() = default;
+
+std::string user_shard::domain() const { return fmt::format("users/{}", ctx_.index()); }
+
+void user_shard::on_write(write_msg& m) {
+  std::visit([this](auto& op) { handle(op); }, m);
+}
+
+user_shard::user_state& user_shard::load(user_id u) {
+  auto it = users_.find(u);
+  if (it != users_.end())
+    return it->second;
+  user_state s;
+  if (auto v = cache_->get(u, user_key(u)))
+    s.rec = user_record::decode(*v);
+  return users_.emplace(u, std::move(s)).first->second;
+}
+
+void user_shard::apply(const store::log_entry& e) {
+  // Replay: the same fan-out the writer thread does live, restricted to this shard's users.
+  if (!is_direct(e.stream))
+    return;
+  auto [a, b] = direct_members(e.stream);
+  std::shared_ptr<durable_message> m;
+  for (user_id u : {a, b}) {
+    if (core_.users().shard_of(u) != ctx_.index() || (u == b && a == b))
+      continue;
+    if (!m)
+      m = std::make_shared<durable_message>(durable_message{e.position, e.stream, e.seq, message_record::decode(e.payload)});
+    auto& s = load(u);
+    apply_deliver(u, s, m);
+  }
+  applied_max_ = std::max(applied_max_, e.position);
+}
+
+bool user_shard::apply_deliver(user_id u, user_state& s, const message_ptr& m) {
+  if (m->log_position <= s.rec.applied_through)
+    return false; // replayed, or delivered twice across a restart: already in this inbox
+  auto& rec = s.rec;
+  inbox_entry e{++rec.last_inbox_seq, m->log_position, m->conversation, m->seq};
+  rec.applied_through = m->log_position;
+  rec.pending.push_back(e);
+  if (rec.pending.size() > core_.options().users.pending_max)
+    rec.pending.erase(rec.pending.begin(), rec.pending.begin() + (rec.pending.size() - core_.options().users.pending_max));
+  s.recent.emplace(e.inbox_seq, m);
+  while (s.recent.size() > core_.options().users.recent_max)
+    s.recent.erase(s.recent.begin());
+  s.dirty = true;
+  return true;
+}
+
+std::string user_shard::deliver_frame(const user_state& s, const inbox_entry& e) {
+  if (auto it = s.recent.find(e.inbox_seq); it != s.recent.end()) {
+    auto& m = *it->second;
+    return proto::encode_deliver({e.inbox_seq, m.conversation, m.seq, m.msg.id, m.msg.from, m.msg.nonce, m.msg.body});
+  }
+  // Not in memory (after a restart, or an old entry): read it back from the log.
+  auto rec = core_.store().read_log(e.log_position);
+  if (!rec)
+    throw std::runtime_error(fmt::format("inbox entry {} points at missing log position {}", e.inbox_seq, e.log_position));
+  auto msg = message_record::decode(rec->payload);
+  return proto::encode_deliver({e.inbox_seq, e.conversation, e.seq, msg.id, msg.from, msg.nonce, msg.body});
+}
+
+void user_shard::handle(user_ops::attach& m) {
+  auto& s = load(m.user);
+  auto& rec = s.rec;
+  uint64_t from;
+  if (m.resume_from) {
+    if (*m.resume_from > rec.last_inbox_seq) {
+      m.sink->push(proto::encode_error(m.ref, proto::error_code::bad_request,
+                                       fmt::format("last_inbox_seq {} is ahead of the inbox ({})", *m.resume_from, rec.last_inbox_seq)));
+      m.sink->close(proto::close_decode_error, "bad resume position");
+      return;
+    }
+    from = *m.resume_from;
+  } else if (auto it = rec.device_acked.find(m.device); it != rec.device_acked.end()) {
+    from = it->second;
+  } else {
+    from = rec.last_inbox_seq; // a new device starts now; older messages come from history
+  }
+  // Everything in (from, last] must still be pending, or the device is too far behind.
+  uint64_t oldest = rec.pending.empty() ? rec.last_inbox_seq + 1 : rec.pending.front().inbox_seq;
+  if (from < rec.last_inbox_seq && from + 1 < oldest) {
+    m.sink->push(proto::encode_error(m.ref, proto::error_code::resume_too_old,
+                                     fmt::format("entries after {} are no longer kept (oldest kept: {}); fetch history", from, oldest)));
+    from = rec.last_inbox_seq;
+  }
+  auto& acked = rec.device_acked[m.device];
+  acked = std::max(acked, from);
+  s.dirty = true;
+  // One device name has one live session: a reconnect replaces the old one.
+  for (auto it = s.sessions.begin(); it != s.sessions.end();) {
+    if (it->device == m.device) {
+      it->sink->close(proto::close_session_replaced, "the same device connected again");
+      it = s.sessions.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (s.sessions.size() >= core_.options().users.sessions_max) {
+    s.sessions.front().sink->close(proto::close_session_replaced, "too many sessions for this user");
+    s.sessions.erase(s.sessions.begin());
+  }
+  s.sessions.push_back({m.device, m.sink});
+  m.sink->push(proto::encode_ready(m.ref, m.user, m.device, rec.last_inbox_seq));
+  for (auto& e : rec.pending)
+    if (e.inbox_seq > from)
+      m.sink->push(deliver_frame(s, e));
+  prune(s);
+}
+
+void user_shard::handle(user_ops::detach& m) {
+  auto it = users_.find(m.user);
+  if (it == users_.end())
+    return;
+  auto& ss = it->second.sessions;
+  ss.erase(std::remove_if(ss.begin(), ss.end(), [&](auto& d) { return d.sink == m.sink; }), ss.end());
+}
+
+void user_shard::handle(user_ops::deliver& m) {
+  auto& s = load(m.user);
+  applied_max_ = std::max(applied_max_, m.m->log_position);
+  if (!apply_deliver(m.user, s, m.m))
+    return;
+  if (s.sessions.empty())
+    return;
+  auto frame = deliver_frame(s, s.rec.pending.back());
+  for (auto& d : s.sessions)
+    d.sink->push(frame);
+}
+
+void user_shard::handle(user_ops::ack& m) {
+  auto it = users_.find(m.user);
+  auto& s = it != users_.end() ? it->second : load(m.user);
+  auto& acked = s.rec.device_acked[m.device];
+  auto v = std::min(m.inbox_seq, s.rec.last_inbox_seq);
+  if (v > acked) {
+    acked = v;
+    s.dirty = true;
+    prune(s);
+  }
+}
+
+void user_shard::prune(user_state& s) {
+  // An entry leaves the resume buffer once every known device acknowledged it.
+  uint64_t min_acked = s.rec.last_inbox_seq;
+  for (auto& [d, a] : s.rec.device_acked)
+    min_acked = std::min(min_acked, a);
+  auto& p = s.rec.pending;
+  auto keep = std::find_if(p.begin(), p.end(), [&](auto& e) { return e.inbox_seq > min_acked; });
+  if (keep != p.begin()) {
+    p.erase(p.begin(), keep);
+    s.dirty = true;
+  }
+}
+
+void user_shard::checkpoint() {
+  for (auto& [u, s] : users_)
+    if (s.dirty) {
+      cache_->put(u, user_key(u), s.rec.encode());
+      s.dirty = false;
+    }
+  if (applied_max_ > checkpointed_) {
+    cache_->flush_all(store::checkpoint_mark{domain(), applied_max_});
+    checkpointed_ = applied_max_;
+  }
+  last_checkpoint_ = core_.time().now();
+}
+
+void user_shard::handle(user_ops::tick&) {
+  auto now = core_.time().now();
+  if (now - last_checkpoint_ >= core_.options().checkpoint_interval)
+    checkpoint();
+  else
+    cache_->flush();
+  // Forget users nobody is connected as and whose record is already in the cache.
+  for (auto it = users_.begin(); it != users_.end();) {
+    if (it->second.sessions.empty() && !it->second.dirty)
+      it = users_.erase(it);
+    else
+      ++it;
+  }
+  core_.users().cast_later(ctx_.index(), core_.options().tick_interval, user_ops::tick{});
+}
+
+void user_shard::handle(user_ops::flushed& m) {
+  cache_->on_flushed(m.ticket, m.status);
+  if (m.status != store::write_status::durable) {
+    // The checkpoint did not land: take it again at the next interval.
+    checkpointed_ = 0;
+    log::warn("users", "shard {} flush failed: {}", ctx_.index(), store::to_string(m.status));
+  }
+}
+
+} // namespace agner::chat

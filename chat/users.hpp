@@ -1,0 +1,129 @@
+// The user service: each user's owner assigns inbox_seq (in log order, so that replay after a
+// crash assigns the same numbers), pushes to the user's connected devices, keeps what some device
+// has not acknowledged, and serves resume.
+#pragma once
+
+#include "chat/ids.hpp"
+#include "chat/record.hpp"
+#include "chat/session_sink.hpp"
+#include "runtime/service.hpp"
+#include "runtime/store/recovery.hpp"
+#include "runtime/store/write_back_cache.hpp"
+
+#include <map>
+#include <optional>
+#include <unordered_map>
+#include <variant>
+
+namespace agner::chat {
+
+class chat_core;
+
+/// A durable message on its way to its recipients, shared by all of them (one allocation).
+struct durable_message {
+  uint64_t log_position;
+  conversation_id conversation;
+  uint64_t seq;
+  message_record msg;
+};
+using message_ptr = std::shared_ptr<const durable_message>;
+
+namespace user_ops {
+/// A device connected (or resumed): reply `ready`, replay what it has not acknowledged.
+struct attach {
+  user_id user;
+  std::string device;
+  std::optional<uint64_t> resume_from;
+  sink_ptr sink;
+  std::string ref;
+};
+struct detach {
+  user_id user;
+  std::string device;
+  sink_ptr sink;
+};
+/// Sent by the store's writer thread, in log order: the message is durable.
+struct deliver {
+  user_id user;
+  message_ptr m;
+};
+struct ack {
+  user_id user;
+  std::string device;
+  uint64_t inbox_seq;
+};
+/// Periodic: write dirty users to the cache, checkpoint, forget idle users.
+struct tick {};
+struct flushed {
+  store::flush_ticket ticket;
+  store::write_status status;
+};
+} // namespace user_ops
+
+/// Limits of the user service.
+struct user_limits {
+  /// Devices connected at once per user; one more closes the oldest (4011).
+  uint32_t sessions_max = 8;
+  /// Unacknowledged entries kept per user for resume; older ones are dropped and a device that
+  /// resumes from before them is told to fetch history (resume_too_old).
+  uint32_t pending_max = 10'000;
+  /// Message bodies kept in memory per user for fast offline delivery; older ones come from the log.
+  uint32_t recent_max = 256;
+};
+
+class user_shard final : public store::replayable {
+public:
+  using write_msg = std::variant<user_ops::attach, user_ops::detach, user_ops::deliver, user_ops::ack, user_ops::tick,
+                                 user_ops::flushed>;
+  struct read_msg {};
+  using read_reply = int;
+  struct view {};
+
+  /// Builds the shard from durable state: the cache's records, then replay of the log since the
+  /// shard's checkpoint.
+  user_shard(shard_context<view>& ctx, chat_core& core);
+  ~user_shard() override;
+
+  void on_write(write_msg& m);
+  static read_reply on_read(const view&, read_msg&) { return 0; }
+
+  // store::replayable
+  std::string domain() const override;
+  void apply(const store::log_entry& e) override;
+
+private:
+  struct device_session {
+    std::string device;
+    sink_ptr sink;
+  };
+  struct user_state {
+    user_record rec;
+    std::vector<device_session> sessions;
+    std::map<uint64_t, message_ptr> recent; ///< inbox_seq -> message, newest recent_max
+    bool dirty = false;
+  };
+
+  void handle(user_ops::attach& m);
+  void handle(user_ops::detach& m);
+  void handle(user_ops::deliver& m);
+  void handle(user_ops::ack& m);
+  void handle(user_ops::tick& m);
+  void handle(user_ops::flushed& m);
+
+  user_state& load(user_id u);
+  /// Folds a durable message into `u`'s inbox; returns false if already applied (replay).
+  bool apply_deliver(user_id u, user_state& s, const message_ptr& m);
+  void prune(user_state& s);
+  std::string deliver_frame(const user_state& s, const inbox_entry& e);
+  void checkpoint();
+
+  shard_context<view>& ctx_;
+  chat_core& core_;
+  std::unique_ptr<store::write_back_cache> cache_;
+  std::unordered_map<user_id, user_state> users_;
+  uint64_t applied_max_ = 0;        ///< highest log position folded into this shard
+  uint64_t checkpointed_ = 0;       ///< applied_max_ at the last checkpoint
+  time_point last_checkpoint_{};
+};
+
+} // namespace agner::chat

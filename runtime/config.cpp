@@ -76,6 +76,31 @@ void config_schema::add(std::string key, uint32_t* t, std::string help, uint32_t
                        [t] { return std::to_string(*t); }});
 }
 
+void config_schema::add(std::string key, uint16_t* t, std::string help, uint16_t min, uint16_t max) {
+  put(std::move(key), {std::move(help), fmt::format("integer {}..{}", min, max), ranged(t, min, max),
+                       [t] { return std::to_string(*t); }});
+}
+
+void config_schema::add(std::string key, std::chrono::milliseconds* t, std::string help, int64_t min_ms, int64_t max_ms) {
+  put(std::move(key), {std::move(help), fmt::format("milliseconds {}..{}", min_ms, max_ms),
+                       [=](std::string_view s) {
+                         int64_t v = 0;
+                         ranged(&v, min_ms, max_ms)(s);
+                         *t = std::chrono::milliseconds(v);
+                       },
+                       [t] { return std::to_string(t->count()); }});
+}
+
+void config_schema::add_mib(std::string key, size_t* t, std::string help, size_t min_mib, size_t max_mib) {
+  put(std::move(key), {std::move(help), fmt::format("MiB {}..{}", min_mib, max_mib),
+                       [=](std::string_view s) {
+                         size_t v = 0;
+                         ranged(&v, min_mib, max_mib)(s);
+                         *t = v << 20;
+                       },
+                       [t] { return std::to_string(*t >> 20); }});
+}
+
 void config_schema::add(std::string key, double* t, std::string help, double min, double max) {
   put(std::move(key), {std::move(help), fmt::format("number {}..{}", min, max), ranged(t, min, max),
                        [t] { return fmt::format("{}", *t); }});

@@ -3,6 +3,7 @@
 // that names the key and where it came from.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,6 +30,11 @@ public:
   void add(std::string key, int64_t* target, std::string help, int64_t min, int64_t max);
   void add(std::string key, uint32_t* target, std::string help, uint32_t min, uint32_t max);
   void add(std::string key, double* target, std::string help, double min, double max);
+  void add(std::string key, uint16_t* target, std::string help, uint16_t min, uint16_t max);
+  /// A duration given in milliseconds (the key should end in _ms).
+  void add(std::string key, std::chrono::milliseconds* target, std::string help, int64_t min_ms, int64_t max_ms);
+  /// A byte count given in MiB (the key should end in _mb).
+  void add_mib(std::string key, size_t* target, std::string help, size_t min_mib, size_t max_mib);
   /// A string restricted to a fixed set of choices.
   void add_choice(std::string key, std::string* target, std::string help, std::vector<std::string> choices);
 

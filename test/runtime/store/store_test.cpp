@@ -73,8 +73,9 @@ TEST_CASE("writes queued while a commit runs share the next commit") {
   }
   release.count_down();
   REQUIRE(c.wait(batches));
-  // One commit for the first batch, then the other 199 in very few group commits.
-  CHECK(commits.load() <= 3);
+  // One commit for the first batch, then the other 199 in very few group commits (the hook also
+  // sees index commits, so count group commits by the store's own metric).
+  CHECK(m.make_counter("agner_store_commits_total", "").value() <= 3);
   auto rs = c.results();
   for (size_t i = 0; i < rs.size(); ++i) {
     CHECK(rs[i].status == write_status::durable);

@@ -14,7 +14,7 @@ std::string id_key(user_id u) { return fmt::format("user/{}", u); }
 
 chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::registry& reg, chat_options opts,
                      escalation escalate)
-    : opts_(std::move(opts)), store_(store), metrics_(reg), ids_(opts_.node_id),
+    : opts_(std::move(opts)), store_(store), metrics_(reg), ids_(opts_.node_id), user_slots_(opts_.user_shards),
       sent_(reg.make_counter("agner_chat_messages_stored_total", "Messages durable in the log")),
       delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")) {
   // User checkpoints are per shard: a data directory written with another shard count would map
@@ -41,6 +41,9 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
   co.shards = opts_.conversation_shards;
   convs_ = std::make_unique<service<conversation_shard>>(
     sys, co, [this](auto& ctx) { return std::make_unique<conversation_shard>(ctx, *this); }, escalate, &reg);
+  // Housekeeping ticks re-arm themselves from then on.
+  for (uint32_t i = 0; i < opts_.user_shards; ++i)
+    users_->cast_later(i, opts_.tick_interval, user_ops::tick{});
 }
 
 chat_core::~chat_core() { stop(); }
@@ -48,8 +51,21 @@ chat_core::~chat_core() { stop(); }
 void chat_core::stop() {
   if (convs_)
     convs_->stop();
-  if (users_)
+  if (users_) {
+    // A last checkpoint, so a restart replays nothing and devices resume from their acks.
+    std::vector<std::future<void>> done;
+    for (uint32_t i = 0; i < opts_.user_shards; ++i) {
+      auto p = std::make_shared<std::promise<void>>();
+      done.push_back(p->get_future());
+      users_->cast_to_shard(i, user_ops::final_checkpoint{p});
+    }
+    for (auto& f : done)
+      if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+        log::warn("users", "a shard did not finish its final checkpoint in time");
     users_->stop();
+    users_.reset();
+  }
+  convs_.reset();
 }
 
 void chat_core::attach(user_id u, std::string device, std::optional<uint64_t> resume_from, sink_ptr sink, std::string ref) {

@@ -9,6 +9,7 @@
 #include "chat/users.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/service.hpp"
+#include "runtime/slot_table.hpp"
 #include "runtime/store/store.hpp"
 
 #include <chrono>
@@ -79,6 +80,8 @@ public:
   id_generator& ids() noexcept { return ids_; }
   const clock& time() const noexcept { return steady_clock_source::instance(); }
   service<user_shard>& users() noexcept { return *users_; }
+  /// The user shard that owns `u` (usable while the user service is being built, e.g. replay).
+  uint32_t user_shard_of(user_id u) const noexcept { return user_slots_.shard_of(u); }
   service<conversation_shard>& conversations() noexcept { return *convs_; }
 
   /// Runs on the store's writer thread after a conversation batch committed: fans the messages
@@ -91,6 +94,7 @@ private:
   store::node_store& store_;
   metrics::registry& metrics_;
   id_generator ids_;
+  slot_table user_slots_;
   std::mutex registry_mu_;
   std::unique_ptr<service<user_shard>> users_;
   std::unique_ptr<service<conversation_shard>> convs_;

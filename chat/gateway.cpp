@@ -115,11 +115,13 @@ public:
 
   /// On this session's I/O thread.
   void enqueue(std::string frame) {
-    if (closing_)
+    if (closing_ || finished_)
       return;
     out_bytes_ += frame.size() + 1;
     if (out_bytes_ > g_->opts.outbound_bytes_max) {
       g_->slow_closed.inc();
+      out_.clear(); // it is in the inbox: the device gets it again when it resumes
+      out_bytes_ = 0;
       return do_close(proto::close_slow_reader, "outbound queue full; resume to continue");
     }
     out_.push_back(std::move(frame));
@@ -127,41 +129,48 @@ public:
       do_write();
   }
 
+  /// Closes with a WebSocket close frame after the frames already queued (an error frame
+  /// explaining the close, typically) have been written.
   void do_close(uint16_t code, std::string_view reason) {
     if (closing_)
       return;
     closing_ = true;
+    close_code_ = code;
+    close_reason_ = std::string(reason.substr(0, 120));
     deadline_.cancel();
     resume_read_.cancel();
-    out_.clear();
-    if (!accepted_ || writing_) {
-      // Mid-handshake or mid-write: a WebSocket close cannot be sent in order; drop the TCP
-      // connection, which ends every pending operation.
-      beast::error_code ec;
-      ws_.next_layer().close(ec);
-      return finish();
-    }
+    if (!accepted_)
+      return abort(); // mid-handshake: no WebSocket to close yet
+    // Bound the whole goodbye: a peer that does not read gets its TCP connection dropped.
     arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
-    websocket::close_reason cr(static_cast<websocket::close_code>(code), std::string(reason.substr(0, 120)));
-    ws_.async_close(cr, [self = shared_from_this()](beast::error_code) {
-      self->write_stall_.cancel();
-      beast::error_code ec;
-      self->ws_.next_layer().close(ec);
-      self->finish();
-    });
+    if (!writing_) {
+      if (!out_.empty())
+        do_write();
+      else
+        send_close();
+    }
   }
 
 private:
   void arm(timer& t, std::chrono::milliseconds after) { shard_.wheel.arm(t, std::chrono::steady_clock::now() + after); }
 
+  void send_close() {
+    websocket::close_reason cr(static_cast<websocket::close_code>(close_code_), close_reason_);
+    ws_.async_close(cr, [self = shared_from_this()](beast::error_code) { self->abort(); });
+  }
+
+  /// Drops the TCP connection, which ends every pending operation, and finishes the session.
+  void abort() {
+    closing_ = true;
+    beast::error_code ec;
+    ws_.next_layer().close(ec);
+    finish();
+  }
+
   void on_accept(beast::error_code ec) {
     req_.reset();
-    if (ec || closing_) {
-      closing_ = true;
-      beast::error_code ignored;
-      ws_.next_layer().close(ignored);
-      return finish();
-    }
+    if (ec || closing_)
+      return abort();
     accepted_ = true;
     ws_.text(true);
     enqueue(proto::encode_hello(g_->opts.heartbeat_ms, g_->opts.node_name));
@@ -184,23 +193,16 @@ private:
   void on_read(beast::error_code ec) {
     reading_ = false;
     if (ec) {
-      if (!closing_) {
-        uint16_t code = 1000;
-        if (ec == websocket::error::message_too_big)
-          code = proto::close_too_big;
-        else if (ec == websocket::error::bad_frame_payload)
-          code = proto::close_invalid_utf8;
-        if (code != 1000 && !writing_)
-          return do_close(code, ec.message());
-        closing_ = true;
-        deadline_.cancel();
-        resume_read_.cancel();
-        beast::error_code ignored;
-        ws_.next_layer().close(ignored);
-        finish();
-      }
-      return;
+      if (closing_)
+        return;
+      if (ec == websocket::error::message_too_big)
+        return do_close(proto::close_too_big, "frame too big");
+      if (ec == websocket::error::bad_frame_payload)
+        return do_close(proto::close_invalid_utf8, "text frame is not valid UTF-8");
+      return abort(); // the peer closed or the connection broke
     }
+    if (closing_)
+      return;
     g_->frames_in.inc();
     auto data = rbuf_.cdata();
     std::string_view text(static_cast<const char*>(data.data()), data.size());
@@ -314,21 +316,13 @@ private:
 
   void on_write(beast::error_code ec) {
     writing_ = false;
-    write_stall_.cancel();
-    if (ec) {
-      if (!closing_) {
-        closing_ = true;
-        deadline_.cancel();
-        beast::error_code ignored;
-        ws_.next_layer().close(ignored);
-        finish();
-      }
-      return;
-    }
-    if (closing_)
-      return;
+    if (ec)
+      return abort();
     if (!out_.empty())
-      do_write();
+      return do_write();
+    if (closing_)
+      return send_close(); // the write stall timer still bounds the goodbye
+    write_stall_.cancel();
     if (wbuf_.capacity() > 64 * 1024)
       std::string().swap(wbuf_); // do not keep a burst's buffer on an idle connection
   }
@@ -340,11 +334,7 @@ private:
 
   void on_write_stall() {
     g_->slow_closed.inc();
-    closing_ = true;
-    deadline_.cancel();
-    beast::error_code ec;
-    ws_.next_layer().close(ec);
-    finish();
+    abort();
   }
 
   /// Runs once, on this thread, when the connection is over.
@@ -378,6 +368,8 @@ private:
   timer deadline_;
   timer write_stall_;
   timer resume_read_;
+  uint16_t close_code_ = 1000;
+  std::string close_reason_;
   bool accepted_ = false, reading_ = false, writing_ = false, closing_ = false, finished_ = false;
 };
 

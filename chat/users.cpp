@@ -22,7 +22,6 @@ user_shard::user_shard(shard_context<view>& ctx, chat_core& core) : ctx_(ctx), c
   if (st.records)
     log::info("users", "shard {} replayed {} log records ({}..{}) in {:.3f} s", index, st.records, st.from, st.through,
               st.seconds);
-  core.users().cast_later(index, core.options().tick_interval, user_ops::tick{});
 }
 
 user_shard::~user_shard() = default;
@@ -50,7 +49,7 @@ void user_shard::apply(const store::log_entry& e) {
   auto [a, b] = direct_members(e.stream);
   std::shared_ptr<durable_message> m;
   for (user_id u : {a, b}) {
-    if (core_.users().shard_of(u) != ctx_.index() || (u == b && a == b))
+    if (core_.user_shard_of(u) != ctx_.index() || (u == b && a == b))
       continue;
     if (!m)
       m = std::make_shared<durable_message>(durable_message{e.position, e.stream, e.seq, message_record::decode(e.payload)});
@@ -182,17 +181,29 @@ void user_shard::prune(user_state& s) {
   }
 }
 
-void user_shard::checkpoint() {
+store::flush_ticket user_shard::checkpoint() {
+  bool wrote = false;
   for (auto& [u, s] : users_)
     if (s.dirty) {
       cache_->put(u, user_key(u), s.rec.encode());
       s.dirty = false;
+      wrote = true;
     }
-  if (applied_max_ > checkpointed_) {
-    cache_->flush_all(store::checkpoint_mark{domain(), applied_max_});
+  store::flush_ticket t = 0;
+  if (applied_max_ > checkpointed_ || wrote) {
+    t = cache_->flush_all(store::checkpoint_mark{domain(), applied_max_});
     checkpointed_ = applied_max_;
   }
   last_checkpoint_ = core_.time().now();
+  return t;
+}
+
+void user_shard::handle(user_ops::final_checkpoint& m) {
+  auto t = checkpoint();
+  if (t == 0)
+    m.done->set_value();
+  else
+    final_waiters_[t] = m.done;
 }
 
 void user_shard::handle(user_ops::tick&) {
@@ -213,6 +224,10 @@ void user_shard::handle(user_ops::tick&) {
 
 void user_shard::handle(user_ops::flushed& m) {
   cache_->on_flushed(m.ticket, m.status);
+  if (auto it = final_waiters_.find(m.ticket); it != final_waiters_.end()) {
+    it->second->set_value();
+    final_waiters_.erase(it);
+  }
   if (m.status != store::write_status::durable) {
     // The checkpoint did not land: take it again at the next interval.
     checkpointed_ = 0;

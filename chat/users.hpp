@@ -10,6 +10,7 @@
 #include "runtime/store/recovery.hpp"
 #include "runtime/store/write_back_cache.hpp"
 
+#include <future>
 #include <map>
 #include <optional>
 #include <unordered_map>
@@ -58,6 +59,10 @@ struct flushed {
   store::flush_ticket ticket;
   store::write_status status;
 };
+/// Orderly stop: checkpoint now; `done` is set once the checkpoint is durable (or failed).
+struct final_checkpoint {
+  std::shared_ptr<std::promise<void>> done;
+};
 } // namespace user_ops
 
 /// Limits of the user service.
@@ -74,7 +79,7 @@ struct user_limits {
 class user_shard final : public store::replayable {
 public:
   using write_msg = std::variant<user_ops::attach, user_ops::detach, user_ops::deliver, user_ops::ack, user_ops::tick,
-                                 user_ops::flushed>;
+                                 user_ops::flushed, user_ops::final_checkpoint>;
   struct read_msg {};
   using read_reply = int;
   struct view {};
@@ -109,13 +114,16 @@ private:
   void handle(user_ops::ack& m);
   void handle(user_ops::tick& m);
   void handle(user_ops::flushed& m);
+  void handle(user_ops::final_checkpoint& m);
 
   user_state& load(user_id u);
   /// Folds a durable message into `u`'s inbox; returns false if already applied (replay).
   bool apply_deliver(user_id u, user_state& s, const message_ptr& m);
   void prune(user_state& s);
   std::string deliver_frame(const user_state& s, const inbox_entry& e);
-  void checkpoint();
+  /// Writes dirty users to the cache and flushes everything with a checkpoint mark; returns
+  /// the flush's ticket (0 if there was nothing to write).
+  store::flush_ticket checkpoint();
 
   shard_context<view>& ctx_;
   chat_core& core_;
@@ -124,6 +132,7 @@ private:
   uint64_t applied_max_ = 0;        ///< highest log position folded into this shard
   uint64_t checkpointed_ = 0;       ///< applied_max_ at the last checkpoint
   time_point last_checkpoint_{};
+  std::map<store::flush_ticket, std::shared_ptr<std::promise<void>>> final_waiters_;
 };
 
 } // namespace agner::chat

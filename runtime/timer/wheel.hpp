@@ -229,7 +229,7 @@ private:
   static constexpr uint32_t firing_slot = level_slots + 2;   // due, firing in this advance
   static constexpr uint32_t head_count = level_slots + 3;
 
-  // Whether cancel parks nodes instead of unlinking them (docs/timers.md has the measurements).
+  // Whether cancel parks nodes instead of unlinking them (measured in docs/benchmarks-timer.md).
   static constexpr bool lazy_cancel = true;
 
   void link(timer& t, uint32_t slot) noexcept;

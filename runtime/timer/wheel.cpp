@@ -1,6 +1,9 @@
-// The timing wheel's slot math, cascading and firing. The invariant everything rests on: a timer
-// with expiry e > now_ sits at the level of the highest bit group where e and now_ differ, in the
-// slot named by e's bits in that group; timers with e <= now_ sit in the due or firing list.
+// The timing wheel's slot math, cascading and firing. The invariant everything rests on: a linked
+// node sits in a slot the wheel processes no later than its expiry. `place` puts a timer with
+// expiry e > now_ at the level of the highest bit group where e and now_ differ, in the slot named
+// by e's bits in that group (processed exactly when now_ enters it); timers with e <= now_ sit in
+// the due or firing list. A lazy re-arm leaves a node in an earlier slot than `place` would pick,
+// and a lazy cancel leaves an unarmed (parked) node linked; processing a slot sorts both out.
 #include "runtime/timer/wheel.hpp"
 
 #include <bit>
@@ -33,7 +36,10 @@ struct timer_wheel::bound_metrics {
 
 // -- timer --------------------------------------------------------------------------------------
 
-timer::~timer() { cancel(); }
+timer::~timer() {
+  if (wheel_)
+    wheel_->erase(*this); // the memory goes away: unlink now, parked or not
+}
 
 void timer::cancel() noexcept {
   if (wheel_)
@@ -58,6 +64,7 @@ timer_wheel::~timer_wheel() {
       t->next_ = nullptr;
       t->pprev_ = nullptr;
       t->wheel_ = nullptr;
+      t->expiry_ = 0; // a parked node becomes a plain unarmed one
     }
   }
 }
@@ -138,25 +145,68 @@ void timer_wheel::detach(timer& t) noexcept {
   --stats_.live;
 }
 
+void timer_wheel::erase(timer& t) noexcept {
+  if (t.expiry_ == timer::parked) {
+    --stats_.parked;
+    t.expiry_ = 0;
+  } else {
+    --stats_.live;
+    ++stats_.cancelled;
+  }
+  unlink(t);
+  t.wheel_ = nullptr;
+}
+
+uint64_t timer_wheel::slot_tick(uint32_t slot) const noexcept {
+  // An occupied slot of level L lies ahead of now_ inside now_'s current level-(L+1) block.
+  int level = static_cast<int>(slot >> slot_bits);
+  int above = level_shift(level + 1);
+  return ((now_ >> above) << above) | (uint64_t{slot & slot_mask} << level_shift(level));
+}
+
+void timer_wheel::revisit(timer& t) noexcept {
+  if (t.expiry_ == timer::parked) {
+    t.next_ = nullptr;
+    t.pprev_ = nullptr;
+    t.wheel_ = nullptr;
+    t.expiry_ = 0;
+    --stats_.parked;
+  } else if (t.expiry_ <= now_) {
+    link(t, firing_slot);
+  } else {
+    // A timer that was placed by its expiry moves strictly down a level here (the classic
+    // cascade); one whose expiry was moved later lazily may land anywhere after now_.
+    place(t);
+  }
+}
+
 // -- arm and cancel -----------------------------------------------------------------------------
 
 void timer_wheel::arm(timer& t, time_point deadline) noexcept {
   uint64_t e = ticks_ceil(deadline);
   if (t.wheel_ == this) {
-    ++stats_.rearmed;
-    // A re-arm that lands in the slot the timer already occupies only updates the expiry: a
-    // level-L slot is re-sorted by expiry when it cascades. Phones re-arming a fixed idle
-    // timeout on every frame mostly take this path, which touches no other node.
-    if (t.slot_ < level_slots && slot_of(e) == t.slot_)
+    if (t.expiry_ == timer::parked) { // lazily cancelled, still linked: arming it again
+      --stats_.parked;
+      ++stats_.live;
+      ++stats_.armed;
+    } else {
+      ++stats_.rearmed;
+    }
+    // Lazy re-arm: a node in a level slot that the wheel processes at or before the new expiry
+    // can stay there; processing re-inserts it where e belongs. Only the expiry is written, no
+    // other node is touched. A fixed idle timeout re-armed on every frame always takes this
+    // path, since its deadline only moves later. An earlier deadline moves the node now.
+    if (t.slot_ < level_slots && e >= slot_tick(t.slot_)) {
       t.expiry_ = e;
-    else {
+      ++stats_.lazy;
+    } else {
       unlink(t);
       t.expiry_ = e;
       place(t);
     }
   } else {
     if (t.wheel_)
-      t.wheel_->cancel(t);
+      t.wheel_->erase(t); // another wheel: it must leave that wheel's lists now
     t.wheel_ = this;
     ++stats_.live;
     ++stats_.armed;
@@ -171,10 +221,21 @@ void timer_wheel::arm(timer& t, time_point deadline) noexcept {
 }
 
 void timer_wheel::cancel(timer& t) noexcept {
-  if (t.wheel_ != this)
+  if (t.wheel_ != this || t.expiry_ == timer::parked)
     return;
-  detach(t);
   ++stats_.cancelled;
+  if constexpr (lazy_cancel) {
+    // Lazy cancel: a node in a level slot or the overflow list stays linked, unarmed, until that
+    // slot is processed (then it is dropped), it is re-armed, or it is destroyed. Due and firing
+    // lists are short and hot and next_deadline reports "now" for them, so those unlink at once.
+    if (t.slot_ <= overflow_slot) {
+      t.expiry_ = timer::parked;
+      --stats_.live;
+      ++stats_.parked;
+      return;
+    }
+  }
+  detach(t);
 }
 
 void timer_wheel::expect_advance(std::optional<time_point> at) noexcept {
@@ -211,27 +272,24 @@ bool timer_wheel::next_event(uint64_t& tick, uint32_t& slot) const noexcept {
 void timer_wheel::cascade(uint32_t slot) noexcept {
   // now_ has just entered this slot's range, so every member now differs from now_ only in lower
   // bit groups: each one moves strictly down a level, or to the firing list if due right now.
-  while (timer* t = heads_[slot]) {
-    unlink(*t);
-    if (t->expiry_ <= now_)
-      link(*t, firing_slot);
-    else
-      place(*t);
+  // Nothing runs user code here, so the whole list is taken at once and walked without unlinking
+  // node by node; no member can come back into this slot (it goes below, or after it).
+  timer* list = heads_[slot];
+  heads_[slot] = nullptr;
+  occupied_[slot >> slot_bits] &= ~(uint64_t{1} << (slot & slot_mask));
+  while (timer* t = list) {
+    list = t->next_;
+    revisit(*t);
   }
 }
 
 void timer_wheel::redistribute_overflow() noexcept {
   timer* list = heads_[overflow_slot];
   heads_[overflow_slot] = nullptr;
-  if (list)
-    list->pprev_ = &list; // the chain keeps working as a list headed by a local
   overflow_min_ = ~uint64_t{0};
   while (timer* t = list) {
-    unlink(*t);
-    if (t->expiry_ <= now_)
-      link(*t, firing_slot);
-    else
-      place(*t);
+    list = t->next_;
+    revisit(*t); // members that still do not fit go back to the overflow list
   }
 }
 
@@ -296,6 +354,8 @@ size_t timer_wheel::advance(time_point now) {
 }
 
 std::optional<time_point> timer_wheel::next_deadline() const noexcept {
+  if (stats_.live == 0)
+    return std::nullopt; // only parked nodes (if any) are linked: nothing needs a wake-up
   if (heads_[due_slot] || heads_[firing_slot])
     return time_of(now_);
   uint64_t tick;

@@ -26,7 +26,8 @@ class timer_wheel;
 /// A timer node, embedded in its owner (a connection, a session): arming it allocates nothing.
 ///
 /// A timer is armed in at most one wheel at a time. It cannot be copied or moved, because the
-/// wheel links to it by address. Destroying an armed timer cancels it. The callback runs on the
+/// wheel links to it by address. Destroying an armed (or lazily cancelled, still linked) timer
+/// unlinks it at once. The callback runs on the
 /// wheel owner's thread from `timer_wheel::advance`; it may arm, re-arm or cancel any timer of
 /// that wheel (itself included) and may destroy its own timer (and owner) before returning.
 ///
@@ -53,7 +54,7 @@ public:
   timer(const timer&) = delete;
   timer& operator=(const timer&) = delete;
 
-  /// Cancels the timer if it is armed.
+  /// Cancels the timer if it is armed and unlinks it from its wheel if it is still linked.
   ~timer();
 
   /// Replaces the callback. Allowed while armed; the new callback runs when it fires.
@@ -64,9 +65,10 @@ public:
 
   /// True from `arm` until the timer fires or is cancelled. False inside its own callback
   /// unless the callback re-armed it.
-  bool armed() const noexcept { return wheel_ != nullptr; }
+  bool armed() const noexcept { return wheel_ != nullptr && expiry_ != parked; }
 
-  /// Cancels the timer in whichever wheel holds it; does nothing if it is not armed.
+  /// Cancels the timer in whichever wheel holds it; does nothing if it is not armed. O(1) and
+  /// lazy: the node may stay linked (unarmed, "parked") until its slot is processed.
   void cancel() noexcept;
 
   /// The tick (since the wheel's start) the deadline was rounded up to; meaningful while armed.
@@ -75,13 +77,18 @@ public:
 private:
   friend class timer_wheel;
 
-  timer* next_ = nullptr;      // next node in the same slot list
-  timer** pprev_ = nullptr;    // the pointer that points at this node (O(1) unlink, no head needed)
-  uint64_t expiry_ = 0;        // deadline in whole ticks since the wheel's start, rounded up
-  timer_wheel* wheel_ = nullptr; // the wheel holding this node; null when not armed
+  // expiry_ of a node that was cancelled lazily: still linked in wheel_, but not armed.
+  static constexpr uint64_t parked = ~uint64_t{0};
+
+  // The fields a lazy re-arm or cancel reads and writes come first, so that path touches one
+  // cache line of the node for most node addresses.
+  uint64_t expiry_ = 0;          // deadline in whole ticks since the wheel's start, rounded up; or parked
+  timer_wheel* wheel_ = nullptr; // the wheel this node is linked in; null when unlinked
+  uint32_t slot_ = 0;            // index into timer_wheel::heads_ while linked
+  timer* next_ = nullptr;        // next node in the same slot list
+  timer** pprev_ = nullptr;      // the pointer that points at this node (O(1) unlink, no head needed)
   callback fn_ = nullptr;
   void* context_ = nullptr;
-  uint32_t slot_ = 0; // index into timer_wheel::heads_ while armed
 };
 
 /// A hierarchical timing wheel: `levels` levels of 64 slots each, level L counting in units of
@@ -118,8 +125,10 @@ public:
   /// Counters owned by the wheel. Plain integers: read them from the owning thread.
   struct stats {
     uint64_t live = 0;       ///< timers armed now
+    uint64_t parked = 0;     ///< cancelled timers still linked until their slot is processed
     uint64_t armed = 0;      ///< arm() calls on a timer that was not armed
     uint64_t rearmed = 0;    ///< arm() calls on a timer that was already armed
+    uint64_t lazy = 0;       ///< arm() calls that only wrote the expiry (node left where it sits)
     uint64_t cancelled = 0;  ///< armed timers cancelled (explicitly or by destruction)
     uint64_t fired = 0;      ///< callbacks run
     uint64_t late_max_ticks = 0; ///< the largest lateness seen, in ticks
@@ -134,22 +143,25 @@ public:
   timer_wheel(const timer_wheel&) = delete;
   timer_wheel& operator=(const timer_wheel&) = delete;
 
-  /// Unlinks every timer still armed (they become unarmed; nothing fires).
+  /// Unlinks every timer still linked (they become unarmed; nothing fires).
   ~timer_wheel();
 
   /// Arms `t` to fire at `deadline`, re-arming it if it is already armed (here or, from the same
   /// thread, in another wheel). A deadline at or before the current tick fires at the next
-  /// `advance`, never inside `arm`. O(1).
+  /// `advance`, never inside `arm`. O(1). If the timer sits in a level slot that will be
+  /// processed no later than the new deadline, only its expiry is written (a lazy re-arm).
   void arm(timer& t, time_point deadline) noexcept;
 
   /// Arms `t` to fire `delay` after `now`. Convenience for `arm(t, now + delay)`.
   void arm_after(timer& t, time_point now, duration delay) noexcept { arm(t, now + delay); }
 
-  /// Cancels `t` if it is armed in this wheel; does nothing otherwise. O(1).
+  /// Cancels `t` if it is armed in this wheel; does nothing otherwise. O(1). A timer in a level
+  /// slot or the overflow list is only marked parked and stays linked until that slot is
+  /// processed, it is re-armed, or it is destroyed (see docs/timers.md, "Lazy re-arm and cancel").
   void cancel(timer& t) noexcept;
 
   /// True if `t` is armed in this wheel.
-  bool armed(const timer& t) const noexcept { return t.wheel_ == this; }
+  bool armed(const timer& t) const noexcept { return t.wheel_ == this && t.expiry_ != timer::parked; }
 
   /// Moves the wheel to `now` and runs the callback of every timer due by then; returns how many
   /// fired. `now` earlier than a previous `now` does not move time back. Cost is proportional to
@@ -162,7 +174,8 @@ public:
 
   /// The time the owner must call `advance` next, or nothing if no timer is armed. Never later
   /// than the earliest deadline rounded up to a tick; it may be earlier (a cascade point of a
-  /// higher level), in which case the next call answers more precisely. O(levels).
+  /// higher level, or a slot holding only lazily re-armed or parked nodes), in which case the
+  /// next call answers more precisely. O(levels).
   std::optional<time_point> next_deadline() const noexcept;
 
   /// Called (outside `advance`) when `arm` sets a deadline earlier than the wake-up time the
@@ -216,11 +229,20 @@ private:
   static constexpr uint32_t firing_slot = level_slots + 2;   // due, firing in this advance
   static constexpr uint32_t head_count = level_slots + 3;
 
+  // Whether cancel parks nodes instead of unlinking them (measured in docs/benchmarks-timer.md).
+  static constexpr bool lazy_cancel = true;
+
   void link(timer& t, uint32_t slot) noexcept;
   void unlink(timer& t) noexcept;
   uint32_t slot_of(uint64_t expiry) const noexcept; // where an expiry belongs relative to now_
   void place(timer& t) noexcept; // links an armed timer where its expiry belongs relative to now_
   void detach(timer& t) noexcept; // unlinks and marks unarmed, updating live
+  void erase(timer& t) noexcept;  // unlinks an armed or parked node at once (destructor, other wheel)
+  // The tick at which now_ enters level slot `slot`, i.e. when the wheel processes it.
+  uint64_t slot_tick(uint32_t slot) const noexcept;
+  // Processing of one node taken out of a slot: drops it if parked, queues it for firing if due,
+  // otherwise re-inserts it where its (possibly lazily moved) expiry belongs.
+  void revisit(timer& t) noexcept;
   // The next tick > now_ at which a slot needs attention, and that slot; false if none.
   bool next_event(uint64_t& tick, uint32_t& slot) const noexcept;
   void cascade(uint32_t slot) noexcept;

@@ -43,7 +43,9 @@ double per_s(double ops, std::chrono::steady_clock::duration d) {
 
 // -- agner: fill and churn on a fixed virtual time (pure arm/re-arm cost) ------------------------
 
-measured run_agner_churn(const workload& w) {
+// `explicit_cancel`: each re-arm is `cancel(t)` then `arm(t, ...)` (a connection that stops its
+// idle timer while busy and starts it again), instead of one `arm` on an armed timer.
+measured run_agner_churn_with(const workload& w, bool explicit_cancel) {
   measured m;
   rng r{42};
   for (int rep = 0; rep < w.repeats; ++rep) {
@@ -55,8 +57,16 @@ measured run_agner_churn(const workload& w) {
     for (size_t i = 0; i < w.timers; ++i)
       wheel.arm(timers[i], virtual_start + r.idle_delay());
     auto t1 = std::chrono::steady_clock::now();
-    for (size_t k = 0; k < w.rearms; ++k)
-      wheel.arm(timers[r.below(w.timers)], virtual_start + r.idle_delay());
+    if (explicit_cancel) {
+      for (size_t k = 0; k < w.rearms; ++k) {
+        auto& t = timers[r.below(w.timers)];
+        wheel.cancel(t);
+        wheel.arm(t, virtual_start + r.idle_delay());
+      }
+    } else {
+      for (size_t k = 0; k < w.rearms; ++k)
+        wheel.arm(timers[r.below(w.timers)], virtual_start + r.idle_delay());
+    }
     auto t2 = std::chrono::steady_clock::now();
     keep(wheel.counters().live);
     m.fill_ops_per_s.push_back(per_s(double(w.timers), t1 - t0));
@@ -68,6 +78,9 @@ measured run_agner_churn(const workload& w) {
   return m;
 }
 
+measured run_agner_churn(const workload& w) { return run_agner_churn_with(w, false); }
+measured run_agner_cancel_arm(const workload& w) { return run_agner_churn_with(w, true); }
+
 // -- agner: the full pattern with time moving and 10% of timers firing --------------------------
 
 struct firing_result {
@@ -75,7 +88,7 @@ struct firing_result {
   double fired_fraction = 0;
   double max_late_ticks = 0;      // (firing time - deadline) / tick, from the phones' own deadlines
   uint64_t wheel_late_max_ticks = 0; // the wheel's own counter (0 = on its tick)
-  uint64_t fired = 0, rearms = 0;
+  uint64_t fired = 0, rearms = 0, early = 0;
 };
 
 struct phone_sim;
@@ -86,36 +99,47 @@ struct phone {
   phone_sim* sim;
 };
 
+// The fixed idle timeout of the second simulation: every frame pushes the deadline to now + 30 s.
+constexpr auto fixed_idle_timeout = std::chrono::seconds(30);
+
 struct phone_sim {
   timer_wheel wheel{wheel_tick, virtual_start};
+  bool fixed = false; // deadlines now + fixed_idle_timeout instead of uniform in [1 s, 60 s]
   time_point now = virtual_start;
   rng r{99};
-  uint64_t ops = 0, fired = 0, rearms = 0;
+  uint64_t ops = 0, fired = 0, rearms = 0, early = 0;
   duration max_late{0};
 
   // A phone whose idle timer fired reconnects at once: its timer is armed again.
   static void on_idle(agner::timer& t, void* context) {
     auto& p = *static_cast<phone*>(context);
     auto& s = *p.sim;
+    if (s.now < p.deadline)
+      ++s.early; // must never happen: the wheel fires no timer before its deadline
     if (s.now - p.deadline > s.max_late)
       s.max_late = s.now - p.deadline;
     ++s.fired;
-    p.deadline = s.now + s.r.idle_delay();
+    p.deadline = s.now + s.delay();
     s.wheel.arm(t, p.deadline);
     ++s.ops;
   }
+
+  duration delay() { return fixed ? duration(fixed_idle_timeout) : duration(r.idle_delay()); }
 };
 
-firing_result run_agner_firing(const workload& w) {
+firing_result run_agner_firing(const workload& w, bool fixed) {
   firing_result out;
+  if (fixed)
+    out.rate.name = "agner wheel, fixed 30 s idle re-armed per frame (virtual)";
   for (int rep = 0; rep < w.repeats; ++rep) {
     auto sim = std::make_unique<phone_sim>();
+    sim->fixed = fixed;
     std::vector<phone> phones(w.timers);
     auto t0 = std::chrono::steady_clock::now();
     for (auto& p : phones) {
       p.sim = sim.get();
       p.idle.bind(&phone_sim::on_idle, &p);
-      p.deadline = sim->now + sim->r.idle_delay();
+      p.deadline = sim->now + sim->r.idle_delay(); // staggered over [1 s, 60 s] in both modes
       sim->wheel.arm(p.idle, p.deadline);
       ++sim->ops;
     }
@@ -125,7 +149,7 @@ firing_result run_agner_firing(const workload& w) {
     for (int64_t k = 0; k < ticks; ++k) {
       for (owed += frames_per_tick; owed >= 1; owed -= 1) {
         auto& p = phones[sim->r.below(w.timers)];
-        p.deadline = sim->now + sim->r.idle_delay();
+        p.deadline = sim->now + sim->delay();
         sim->wheel.arm(p.idle, p.deadline); // a re-arm: cancel + arm
         sim->ops += 2;
         ++sim->rearms;
@@ -137,6 +161,7 @@ firing_result run_agner_firing(const workload& w) {
     out.rate.samples.push_back(per_s(double(sim->ops), t1 - t0));
     out.fired = sim->fired;
     out.rearms = sim->rearms;
+    out.early += sim->early;
     out.fired_fraction = double(sim->fired) / double(sim->fired + sim->rearms);
     out.max_late_ticks = std::max(out.max_late_ticks, std::chrono::duration<double>(sim->max_late) /
                                                           std::chrono::duration<double>(wheel_tick));
@@ -294,6 +319,8 @@ int main(int argc, char** argv) {
   };
   if (wants("agner"))
     add("agner wheel", {n, 10 * n, reps, probes}, run_agner_churn);
+  if (wants("agner"))
+    add("agner wheel, cancel then arm", {n, 10 * n, reps, 0}, run_agner_cancel_arm);
   if (wants("pq"))
     add("std::priority_queue", {n, 10 * n, reps, 0}, run_priority_queue);
   if (wants("asio"))
@@ -303,10 +330,12 @@ int main(int argc, char** argv) {
   if (wants("erlang"))
     add("Erlang send_after", {n, n, slow_reps, probes}, run_erlang);
 
-  std::optional<firing_result> firing;
+  std::optional<firing_result> firing, fixed;
   if (wants("agner")) {
     fmt::print("running agner firing simulation ...\n");
-    firing = run_agner_firing({n, 0, std::min(reps, 3), 0});
+    firing = run_agner_firing({n, 0, std::min(reps, 3), 0}, false);
+    fmt::print("running agner fixed-timeout simulation ...\n");
+    fixed = run_agner_firing({n, 0, std::min(reps, 3), 0}, true);
     for (auto& r : rows)
       if (r.name == "agner wheel")
         probe_agner_asio(r.w, r.m);
@@ -337,9 +366,16 @@ int main(int argc, char** argv) {
                simulated_seconds);
     report(firing->rate, caf);
     fmt::print("fired {} / re-armed before firing {} ({:.1f}% fired); max lateness {:.6f} ticks "
-               "(firing time - deadline); wheel late_max_ticks {}\n",
+               "(firing time - deadline); wheel late_max_ticks {}; fired early {}\n",
                firing->fired, firing->rearms, 100 * firing->fired_fraction, firing->max_late_ticks,
-               firing->wheel_late_max_ticks);
+               firing->wheel_late_max_ticks, firing->early);
+  }
+  if (fixed) {
+    fmt::print("\n-- agner, fixed {} s idle timeout: {} s simulated, 1 ms advances, every frame pushes the deadline --\n",
+               std::chrono::seconds(fixed_idle_timeout).count(), simulated_seconds);
+    report(fixed->rate, caf);
+    fmt::print("fired {} / re-armed {}; max lateness {:.6f} ticks; wheel late_max_ticks {}; fired early {}\n",
+               fixed->fired, fixed->rearms, fixed->max_late_ticks, fixed->wheel_late_max_ticks, fixed->early);
   }
 
   fmt::print("\n| peer | timers | re-arms | churn ops/s (median) | spread | bytes/live timer | real-time lateness | vs CAF | vs Erlang |\n");
@@ -360,7 +396,7 @@ int main(int argc, char** argv) {
   // The goals of issue 3.
   for (auto& r : rows) {
     if (r.name != "agner wheel")
-      continue;
+      continue; // the goals are judged on the plain re-arm churn
     fmt::print("\ngoals:\n");
     fmt::print("  >= 20M arm+cancel ops/s on one core: {} ({})\n", r.churn.median() >= 20e6 ? "met" : "NOT met",
                human(r.churn.median()));
@@ -369,9 +405,11 @@ int main(int argc, char** argv) {
     if (caf)
       fmt::print("  >= 100x CAF's clock: {} ({:.0f}x)\n", r.churn.median() >= 100 * caf->median() ? "met" : "NOT met",
                  r.churn.median() / caf->median());
-    if (firing)
+    if (firing && fixed) {
+      double late = std::max(firing->max_late_ticks, fixed->max_late_ticks);
       fmt::print("  every timer fires within one tick of its deadline: {} (max {:.6f} ticks)\n",
-                 firing->max_late_ticks < 1.0 ? "met" : "NOT met", firing->max_late_ticks);
+                 late < 1.0 && firing->early + fixed->early == 0 ? "met" : "NOT met", late);
+    }
   }
   return 0;
 }

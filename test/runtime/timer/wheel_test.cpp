@@ -387,3 +387,155 @@ TEST_CASE("a wheel bound to a metrics registry publishes labeled series after ea
   CHECK(text.find(R"(agner_timer_armed_total{owner="io",thread="0"} 2)") != std::string::npos);
   CHECK(text.find("agner_timer_late_ticks") != std::string::npos);
 }
+
+// -- lazy re-arm and lazy cancel ------------------------------------------------------------------
+
+TEST_CASE("a timer re-armed later only has its expiry moved and fires at the new deadline, not the old one") {
+  timer_wheel w{1ms, t0};
+  probe p;
+  p.wheel = &w;
+  w.arm(p.t, t0 + 10ms);
+  w.arm(p.t, t0 + 500ms);
+  CHECK(w.counters().lazy == 1);
+  CHECK(w.counters().rearmed == 1);
+  CHECK(w.counters().live == 1);
+  // The node still sits in tick 10's slot: processing it must re-insert it, not fire it.
+  CHECK(w.advance(t0 + 10ms) == 0);
+  CHECK(w.armed(p.t));
+  CHECK(w.advance(t0 + 499ms) == 0);
+  CHECK(w.advance(t0 + 500ms) == 1);
+  CHECK(p.fired_at == std::vector<uint64_t>{500});
+  CHECK(w.counters().live == 0);
+}
+
+TEST_CASE("re-arming earlier after a lazy re-arm moves the timer so it fires on time") {
+  timer_wheel w{1ms, t0};
+  probe p, q;
+  p.wheel = &w;
+  q.wheel = &w;
+  // 5000 ticks sits in the level-2 slot processed at tick 4096.
+  w.arm(p.t, t0 + 5000ms);
+  w.arm(p.t, t0 + 9000ms); // later: lazy, stays in the 4096 slot
+  w.arm(p.t, t0 + 100ms);  // before that slot is processed: must move now
+  w.arm(q.t, t0 + 5000ms);
+  w.arm(q.t, t0 + 9000ms); // lazy
+  w.arm(q.t, t0 + 4500ms); // earlier, but not before its slot (4096): lazy again
+  CHECK(w.counters().lazy == 3);
+  CHECK(w.advance(t0 + 99ms) == 0);
+  CHECK(w.advance(t0 + 100ms) == 1);
+  CHECK(w.advance(t0 + 4499ms) == 0);
+  CHECK(w.advance(t0 + 20s) == 1);
+  CHECK(p.fired_at == std::vector<uint64_t>{100});
+  CHECK(q.fired_at == std::vector<uint64_t>{4500});
+}
+
+TEST_CASE("a cancelled timer is unarmed at once and can be armed again, earlier or later") {
+  timer_wheel w{1ms, t0};
+  probe later, earlier;
+  later.wheel = &w;
+  earlier.wheel = &w;
+  w.arm(later.t, t0 + 5000ms);
+  w.arm(earlier.t, t0 + 5000ms);
+  later.t.cancel();
+  w.cancel(earlier.t);
+  CHECK_FALSE(later.t.armed());
+  CHECK_FALSE(w.armed(earlier.t));
+  CHECK(w.counters().live == 0);
+  CHECK(w.counters().parked == 2);
+  CHECK(w.counters().cancelled == 2);
+  CHECK_FALSE(w.next_deadline().has_value()); // parked nodes need no wake-up
+  w.cancel(later.t);                          // cancelling a parked timer again does nothing
+  CHECK(w.counters().cancelled == 2);
+
+  w.arm(later.t, t0 + 6000ms);  // from its parked place: lazy
+  w.arm(earlier.t, t0 + 100ms); // before its parked slot: moved
+  CHECK(later.t.armed());
+  CHECK(earlier.t.armed());
+  CHECK(w.counters().live == 2);
+  CHECK(w.counters().parked == 0);
+  CHECK(w.counters().armed == 4);
+  CHECK(w.advance(t0 + 1h) == 2);
+  CHECK(earlier.fired_at == std::vector<uint64_t>{100});
+  CHECK(later.fired_at == std::vector<uint64_t>{6000});
+}
+
+TEST_CASE("parked timers are dropped, not fired, when their slot is processed") {
+  timer_wheel w{1ms, t0};
+  std::vector<probe> ps(100);
+  for (size_t i = 0; i < ps.size(); ++i)
+    w.arm(ps[i].t, t0 + std::chrono::milliseconds(4100 + 10 * i));
+  for (size_t i = 0; i < ps.size(); i += 2)
+    w.cancel(ps[i].t);
+  CHECK(w.counters().parked == 50);
+  CHECK(w.counters().live == 50);
+  CHECK(w.advance(t0 + 1h) == 50);
+  CHECK(w.counters().parked == 0);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    CHECK(ps[i].fired_at.size() == (i % 2 ? 1u : 0u));
+    CHECK_FALSE(ps[i].t.armed());
+  }
+}
+
+TEST_CASE("destroying a lazily cancelled timer unlinks it from the wheel") {
+  timer_wheel w{1ms, t0};
+  probe before, after;
+  w.arm(before.t, t0 + 5000ms);
+  auto doomed = std::make_unique<probe>();
+  w.arm(doomed->t, t0 + 5000ms);
+  w.arm(after.t, t0 + 5000ms); // the doomed node has linked neighbours on both sides
+  doomed->t.cancel();
+  CHECK(w.counters().parked == 1);
+  doomed.reset(); // must unlink now: the slot list may not keep a pointer into freed memory
+  CHECK(w.counters().parked == 0);
+  CHECK(w.counters().cancelled == 1);
+  CHECK(w.advance(t0 + 1h) == 2);
+  CHECK(before.fired_at.size() == 1);
+  CHECK(after.fired_at.size() == 1);
+}
+
+TEST_CASE("a lazily re-armed timer cascades across levels and fires exactly on its tick") {
+  timer_wheel w{1ms, t0, 4};
+  probe p;
+  p.wheel = &w;
+  w.arm(p.t, t0 + 100ms);       // level 1, slot processed at tick 64
+  w.arm(p.t, t0 + 300'000ms);   // level 3 by its expiry, left in the level-1 slot
+  w.arm(p.t, t0 + 20'000'000ms); // past four levels (16'777'216 ticks): overflow by its expiry
+  CHECK(w.counters().lazy == 2);
+  // Walk the wake-ups the wheel asks for; each visit re-inserts the node further down.
+  int wakeups = 0;
+  while (auto at = w.next_deadline()) {
+    CHECK(p.fired_at.empty());
+    w.advance(*at);
+    ++wakeups;
+  }
+  CHECK(p.fired_at == std::vector<uint64_t>{20'000'000});
+  CHECK(wakeups >= 3);
+  CHECK(w.counters().late_max_ticks == 0);
+}
+
+TEST_CASE("a callback may re-arm another lazily re-armed timer earlier, into the same advance") {
+  timer_wheel w{1ms, t0};
+  probe a, b;
+  a.wheel = &w;
+  b.wheel = &w;
+  w.arm(b.t, t0 + 5000ms);
+  w.arm(b.t, t0 + 7000ms); // lazy: in the 4096 slot
+  a.action = [&](probe&) { w.arm(b.t, t0 + 20ms); };
+  w.arm(a.t, t0 + 10ms);
+  CHECK(w.advance(t0 + 30ms) == 2);
+  CHECK(a.fired_at == std::vector<uint64_t>{10});
+  CHECK(b.fired_at == std::vector<uint64_t>{20});
+}
+
+TEST_CASE("arming a lazily cancelled timer in a second wheel unlinks it from the first") {
+  timer_wheel a{1ms, t0}, b{1ms, t0};
+  probe p;
+  a.arm(p.t, t0 + 5000ms);
+  a.cancel(p.t);
+  CHECK(a.counters().parked == 1);
+  b.arm(p.t, t0 + 5000ms);
+  CHECK(a.counters().parked == 0);
+  CHECK(a.counters().cancelled == 1);
+  CHECK(a.advance(t0 + 1h) == 0);
+  CHECK(b.advance(t0 + 1h) == 1);
+}

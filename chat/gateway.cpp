@@ -12,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/_experimental/test/stream.hpp>
 
 #include <deque>
 #include <future>
@@ -25,7 +26,13 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
-class ws_session;
+/// What drain() needs of a session whatever its transport.
+class session_base {
+public:
+  virtual ~session_base() = default;
+  /// On the session's I/O thread.
+  virtual void do_close(uint16_t code, std::string_view reason) = 0;
+};
 
 /// What one I/O thread owns: its timer wheel and the sessions on it.
 struct gateway::io_shard {
@@ -34,7 +41,7 @@ struct gateway::io_shard {
   net::io_context& io;
   timer_wheel wheel;
   asio_driver driver;
-  std::unordered_set<ws_session*> sessions;
+  std::unordered_set<session_base*> sessions;
 };
 
 struct gateway::shared {
@@ -67,9 +74,18 @@ struct gateway::shared {
   }
 };
 
-class ws_session final : public session_sink, public std::enable_shared_from_this<ws_session> {
+inline void close_transport(tcp::socket& s) {
+  beast::error_code ec;
+  s.close(ec);
+}
+inline void close_transport(beast::test::stream& s) { s.close(); }
+
+/// One connection. `NextLayer` is a TCP socket in production and Beast's in-memory test stream
+/// in the protocol tests.
+template <class NextLayer>
+class ws_session final : public session_base, public session_sink, public std::enable_shared_from_this<ws_session<NextLayer>> {
 public:
-  ws_session(std::shared_ptr<gateway::shared> g, gateway::io_shard& shard, tcp::socket s)
+  ws_session(std::shared_ptr<gateway::shared> g, gateway::io_shard& shard, NextLayer s)
       : g_(std::move(g)), shard_(shard), ws_(std::move(s)),
         tokens_(g_->opts.sends_burst), deadline_(timer::calls<&ws_session::on_deadline>(this)),
         write_stall_(timer::calls<&ws_session::on_write_stall>(this)),
@@ -102,15 +118,25 @@ public:
         res.set(beast::http::field::sec_websocket_protocol, ws_subprotocol);
     }));
     req_ = std::make_unique<http_request>(std::move(req));
-    ws_.async_accept(*req_, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+    ws_.async_accept(*req_, [self = this->shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+  }
+
+  /// Starts on a transport whose upgrade request has not been read yet (the tests' streams).
+  void start_reading_request() {
+    shard_.sessions.insert(this);
+    g_->count.fetch_add(1);
+    g_->open.add(1);
+    arm(deadline_, std::chrono::milliseconds(g_->opts.identify_timeout_ms));
+    ws_.read_message_max(proto::frame_bytes_max);
+    ws_.async_accept([self = this->shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
   }
 
   // session_sink: any thread.
   void push(std::string frame) override {
-    net::post(ws_.get_executor(), [self = shared_from_this(), f = std::move(frame)]() mutable { self->enqueue(std::move(f)); });
+    net::post(ws_.get_executor(), [self = this->shared_from_this(), f = std::move(frame)]() mutable { self->enqueue(std::move(f)); });
   }
   void close(uint16_t code, std::string reason) override {
-    net::post(ws_.get_executor(), [self = shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
+    net::post(ws_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
   }
 
   /// On this session's I/O thread.
@@ -131,7 +157,7 @@ public:
 
   /// Closes with a WebSocket close frame after the frames already queued (an error frame
   /// explaining the close, typically) have been written.
-  void do_close(uint16_t code, std::string_view reason) {
+  void do_close(uint16_t code, std::string_view reason) override {
     if (closing_)
       return;
     closing_ = true;
@@ -156,14 +182,13 @@ private:
 
   void send_close() {
     websocket::close_reason cr(static_cast<websocket::close_code>(close_code_), close_reason_);
-    ws_.async_close(cr, [self = shared_from_this()](beast::error_code) { self->abort(); });
+    ws_.async_close(cr, [self = this->shared_from_this()](beast::error_code) { self->abort(); });
   }
 
   /// Drops the TCP connection, which ends every pending operation, and finishes the session.
   void abort() {
     closing_ = true;
-    beast::error_code ec;
-    ws_.next_layer().close(ec);
+    close_transport(ws_.next_layer());
     finish();
   }
 
@@ -187,7 +212,7 @@ private:
       return arm(resume_read_, 5ms);
     }
     reading_ = true;
-    ws_.async_read(rbuf_, [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    ws_.async_read(rbuf_, [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -247,7 +272,7 @@ private:
     device_ = r.device;
     g_->identified.inc();
     arm(deadline_, std::chrono::milliseconds(static_cast<int64_t>(g_->opts.heartbeat_ms * g_->opts.heartbeat_grace)));
-    g_->core.attach(u, device_, r.last_inbox_seq, shared_from_this(), ref);
+    g_->core.attach(u, device_, r.last_inbox_seq, this->shared_from_this(), ref);
   }
 
   void handle(const std::string& ref, proto::heartbeat&) {
@@ -263,7 +288,7 @@ private:
       g_->bad_frames.inc();
       return enqueue(proto::encode_error(ref, proto::error_code::rate_limited, "too many sends; retry with the same nonce"));
     }
-    g_->core.send(user_, r.to, std::move(r.nonce), std::move(r.body), shared_from_this(), ref);
+    g_->core.send(user_, r.to, std::move(r.nonce), std::move(r.body), this->shared_from_this(), ref);
   }
 
   void handle(const std::string& ref, proto::ack& r) {
@@ -275,7 +300,7 @@ private:
   void handle(const std::string& ref, proto::history& r) {
     if (!user_)
       return reject(ref, proto::error_code::not_identified, proto::close_not_identified, "identify first");
-    g_->core.history(user_, r, shared_from_this(), ref);
+    g_->core.history(user_, r, this->shared_from_this(), ref);
   }
 
   void reject(const std::string& ref, proto::error_code code, uint16_t close_code, std::string_view why) {
@@ -311,7 +336,7 @@ private:
     g_->frames_out.inc(n);
     g_->writes.inc();
     arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
-    ws_.async_write(net::buffer(wbuf_), [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
+    ws_.async_write(net::buffer(wbuf_), [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
   }
 
   void on_write(beast::error_code ec) {
@@ -350,12 +375,12 @@ private:
     g_->open.add(-1);
     g_->closed.inc();
     if (user_)
-      g_->core.detach(user_, device_, shared_from_this());
+      g_->core.detach(user_, device_, this->shared_from_this());
   }
 
   std::shared_ptr<gateway::shared> g_;
   gateway::io_shard& shard_;
-  websocket::stream<tcp::socket> ws_;
+  websocket::stream<NextLayer> ws_;
   beast::flat_buffer rbuf_;
   std::unique_ptr<http_request> req_;
   std::deque<std::string> out_;
@@ -385,7 +410,7 @@ gateway::gateway(node& n, http_server& http, chat_core& core, const token_signer
       stream.socket().close(ec);
       return;
     }
-    std::make_shared<ws_session>(s, shard, stream.release_socket())->start(std::move(req));
+    std::make_shared<ws_session<tcp::socket>>(s, shard, stream.release_socket())->start(std::move(req));
   });
 }
 
@@ -421,7 +446,7 @@ void gateway::drain() {
     std::promise<void> done;
     net::post(sh->io, [&] {
       // Copy: closing a session removes it from the set.
-      std::vector<ws_session*> all(sh->sessions.begin(), sh->sessions.end());
+      std::vector<session_base*> all(sh->sessions.begin(), sh->sessions.end());
       for (auto* s : all)
         s->do_close(proto::close_going_away, "node stopping; resume elsewhere");
       done.set_value();
@@ -431,5 +456,12 @@ void gateway::drain() {
 }
 
 size_t gateway::connections() const noexcept { return s_->count.load(); }
+
+void gateway::accept_test_stream(beast::test::stream&& s) {
+  auto& shard = s_->shard_for(s.get_executor());
+  net::post(shard.io, [st = s_, &shard, s = std::move(s)]() mutable {
+    std::make_shared<ws_session<beast::test::stream>>(st, shard, std::move(s))->start_reading_request();
+  });
+}
 
 } // namespace agner::chat

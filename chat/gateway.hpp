@@ -9,6 +9,8 @@
 #include "runtime/http_server.hpp"
 #include "runtime/node.hpp"
 
+#include <boost/beast/_experimental/test/stream.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -60,6 +62,10 @@ public:
   void drain();
   /// Connections currently open (all states).
   size_t connections() const noexcept;
+
+  /// Tests: serves one connection over Beast's in-memory test stream (its executor picks the I/O
+  /// thread); the client side performs the WebSocket handshake as over TCP.
+  void accept_test_stream(boost::beast::test::stream&& s);
 
   struct io_shard;
   struct shared;

@@ -1,0 +1,254 @@
+// The gateway's protocol over Beast's in-memory test stream: a real chat core, store and timer
+// wheels, no sockets. The client side is a synchronous Beast WebSocket client on the test thread.
+#include "chat/chat_node.hpp"
+
+#include <boost/beast/_experimental/test/stream.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/json/parse.hpp>
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <thread>
+
+using namespace agner;
+using namespace agner::chat;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace json = boost::json;
+
+namespace {
+
+struct fixture {
+  std::string dir;
+  std::unique_ptr<node> nd;
+  std::unique_ptr<store::node_store> st;
+  std::unique_ptr<token_signer> tokens;
+  std::unique_ptr<chat_core> core;
+  std::unique_ptr<http_server> http;
+  std::unique_ptr<gateway> gw;
+
+  explicit fixture(gateway_options gopts = {}) {
+    dir = (std::filesystem::temp_directory_path() / ("agner-gw-" + std::to_string(::getpid()) + "-" +
+                                                      std::to_string(reinterpret_cast<uintptr_t>(this))))
+            .string();
+    std::filesystem::remove_all(dir);
+    node_options no;
+    no.scheduler_threads = 2;
+    no.io_threads = 1;
+    no.log_level = "warn";
+    nd = std::make_unique<node>(no);
+    store::store_options so;
+    so.data_dir = dir;
+    so.map_size_bytes = size_t{256} << 20;
+    st = std::make_unique<store::node_store>(so, nd->metrics());
+    tokens = std::make_unique<token_signer>(std::string(32, 's'));
+    chat_options co;
+    co.user_shards = 2;
+    co.conversation_shards = 2;
+    core = std::make_unique<chat_core>(nd->system(), *st, nd->metrics(), co, [](const std::string&) {});
+    http = std::make_unique<http_server>(*nd, http_options{});
+    gw = std::make_unique<gateway>(*nd, *http, *core, *tokens, gopts);
+    nd->start(false);
+    gw->start();
+  }
+
+  ~fixture() {
+    gw->drain();
+    gw.reset();
+    http.reset();
+    core->stop();
+    core.reset();
+    st.reset();
+    nd->request_stop();
+    nd->wait();
+    nd.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  std::string token_for(std::string_view name) {
+    auto u = core->create_user(name);
+    return tokens->issue(u, 4'000'000'000LL);
+  }
+};
+
+/// A synchronous client over an in-memory stream connected to the gateway.
+struct client {
+  websocket::stream<beast::test::stream> ws;
+  std::deque<json::object> pending;
+
+  explicit client(fixture& f) : ws(beast::test::stream(f.nd->io(0))) {
+    beast::test::stream server(f.nd->io(0));
+    ws.next_layer().connect(server);
+    f.gw->accept_test_stream(std::move(server));
+    ws.handshake("localhost", "/v1/ws");
+    CHECK(next()["op"].as_string() == "hello");
+  }
+
+  void send(std::string_view text) { ws.write(boost::asio::buffer(text)); }
+
+  /// The next server frame (server messages may carry several, newline-separated).
+  json::object next() {
+    while (pending.empty()) {
+      beast::flat_buffer b;
+      ws.read(b);
+      std::string text = beast::buffers_to_string(b.data());
+      size_t start = 0;
+      while (start <= text.size()) {
+        auto nl = text.find('\n', start);
+        auto line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        pending.push_back(json::parse(line).as_object());
+        if (nl == std::string::npos)
+          break;
+        start = nl + 1;
+      }
+    }
+    auto f = std::move(pending.front());
+    pending.pop_front();
+    return f;
+  }
+
+  json::object next_op(std::string_view op) {
+    for (int i = 0; i < 100; ++i) {
+      auto f = next();
+      if (f["op"].as_string() == op)
+        return f;
+    }
+    FAIL("op not seen");
+    return {};
+  }
+
+  /// Reads until the server closes; returns the close code.
+  uint16_t close_code() {
+    try {
+      for (int i = 0; i < 100; ++i)
+        next();
+    } catch (const beast::system_error& e) {
+      if (e.code() == websocket::error::closed)
+        return static_cast<uint16_t>(ws.reason().code);
+      return 0;
+    }
+    return 0;
+  }
+};
+
+} // namespace
+
+TEST_CASE("identify, send, stored, deliver and ack over in-memory streams") {
+  fixture f;
+  auto ta = f.token_for("alice");
+  auto tb = f.token_for("bob");
+  client a(f), b(f);
+  a.send(R"({"op":"identify","ref":"1","token":")" + ta + R"(","device":"phone"})");
+  auto ready = a.next_op("ready");
+  CHECK(ready["ref"].as_string() == "1");
+  CHECK(ready["user"].as_string() == "1");
+  b.send(R"({"op":"identify","ref":"1","token":")" + tb + R"("})");
+  b.next_op("ready");
+  a.send(R"({"op":"send","ref":"s","to":"2","nonce":"n1","body":"hi"})");
+  auto stored = a.next_op("stored");
+  CHECK(stored["seq"].as_string() == "1");
+  auto d = b.next_op("deliver");
+  CHECK(d["body"].as_string() == "hi");
+  CHECK(d["id"] == stored["id"]);
+  b.send(R"({"op":"ack","inbox_seq":")" + std::string(d["inbox_seq"].as_string()) + R"("})");
+  b.send(R"({"op":"heartbeat","ref":"hb"})");
+  CHECK(b.next_op("heartbeat_ack")["ref"].as_string() == "hb");
+}
+
+TEST_CASE("requests before identify close with 4003 after an error frame") {
+  fixture f;
+  client c(f);
+  c.send(R"({"op":"heartbeat","ref":"x"})");
+  auto e = c.next();
+  CHECK(e["code"].as_string() == "not_identified");
+  CHECK(c.close_code() == 4003);
+}
+
+TEST_CASE("a forged token closes with 4004") {
+  fixture f;
+  f.token_for("alice");
+  client c(f);
+  auto forged = token_signer(std::string(32, 'x')).issue(1, 4'000'000'000LL);
+  c.send(R"({"op":"identify","token":")" + forged + R"("})");
+  CHECK(c.next()["code"].as_string() == "auth_failed");
+  CHECK(c.close_code() == 4004);
+}
+
+TEST_CASE("malformed JSON closes with 4002; an unknown op only gets an error") {
+  fixture f;
+  auto t = f.token_for("alice");
+  client c(f);
+  c.send(R"({"op":"identify","token":")" + t + R"("})");
+  c.next_op("ready");
+  c.send(R"({"op":"fly","ref":"u"})");
+  auto e = c.next_op("error");
+  CHECK(e["code"].as_string() == "unknown_op");
+  CHECK(e["ref"].as_string() == "u");
+  c.send("{nope");
+  CHECK(c.next_op("error")["code"].as_string() == "bad_json");
+  CHECK(c.close_code() == 4002);
+}
+
+TEST_CASE("a frame above the limit closes with 1009") {
+  fixture f;
+  client c(f);
+  c.send(std::string(proto::frame_bytes_max + 1, 'a'));
+  CHECK(c.close_code() == 1009);
+}
+
+TEST_CASE("no identify within the deadline closes with 4006") {
+  gateway_options g;
+  g.identify_timeout_ms = 100;
+  fixture f(g);
+  client c(f);
+  CHECK(c.close_code() == 4006);
+}
+
+TEST_CASE("a silent identified connection is closed at the heartbeat deadline with 4009") {
+  gateway_options g;
+  g.heartbeat_ms = 100;
+  fixture f(g);
+  auto t = f.token_for("alice");
+  client c(f);
+  c.send(R"({"op":"identify","token":")" + t + R"("})");
+  c.next_op("ready");
+  CHECK(c.close_code() == 4009);
+}
+
+TEST_CASE("sends above the rate limit are refused with rate_limited and create nothing") {
+  gateway_options g;
+  g.sends_per_sec = 0.1;
+  g.sends_burst = 2;
+  fixture f(g);
+  auto ta = f.token_for("alice");
+  f.token_for("bob");
+  client a(f);
+  a.send(R"({"op":"identify","token":")" + ta + R"("})");
+  a.next_op("ready");
+  for (int i = 0; i < 3; ++i)
+    a.send(R"({"op":"send","ref":")" + std::to_string(i) + R"(","to":"2","nonce":"n)" + std::to_string(i) + R"(","body":"x"})");
+  int stored = 0, limited = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto fr = a.next();
+    while (fr["op"].as_string() == "deliver")
+      fr = a.next();
+    if (fr["op"].as_string() == "stored")
+      ++stored;
+    else if (fr["code"].as_string() == "rate_limited")
+      ++limited;
+  }
+  CHECK(stored == 2);
+  CHECK(limited == 1);
+  CHECK(f.st->history_before(direct_conversation(1, 2), UINT64_MAX, 10).size() == 2);
+}
+
+TEST_CASE("draining closes connections with 1001") {
+  fixture f;
+  auto t = f.token_for("alice");
+  client c(f);
+  c.send(R"({"op":"identify","token":")" + t + R"("})");
+  c.next_op("ready");
+  f.gw->drain();
+  CHECK(c.close_code() == 1001);
+}

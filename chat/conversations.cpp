@@ -2,6 +2,7 @@
 
 #include "chat/core.hpp"
 #include "chat/protocol.hpp"
+#include "runtime/hash.hpp"
 #include "runtime/log.hpp"
 
 #include <chrono>
@@ -11,7 +12,7 @@ namespace agner::chat {
 
 namespace {
 
-std::string nonce_key(user_id from, std::string_view nonce) { return fmt::format("{}:{}", from, nonce); }
+uint64_t nonce_key(user_id from, std::string_view nonce) { return key_hash(nonce) ^ mix64(from + 0x9e3779b97f4a7c15ULL); }
 
 int64_t now_ms() {
   using namespace std::chrono;
@@ -42,8 +43,8 @@ conversation_shard::conv_state* conversation_shard::load(conversation_id c, cons
     return nullptr;
   }
   conv_state s;
-  // The last dedup_window messages give the next seq and the nonces to recognise retries of.
-  auto page = core_.store().history_before(c, UINT64_MAX, core_.options().conversations.dedup_window);
+  // The last reload_window messages give the next seq and the nonces to recognise retries of.
+  auto page = core_.store().history_before(c, UINT64_MAX, core_.options().conversations.reload_window);
   for (auto& e : page) {
     auto rec = message_record::decode(e.payload);
     remember(s, nonce_key(rec.from, rec.nonce), {e.seq, rec.id, true});
@@ -52,7 +53,7 @@ conversation_shard::conv_state* conversation_shard::load(conversation_id c, cons
   return &convs_.emplace(c, std::move(s)).first->second;
 }
 
-void conversation_shard::remember(conv_state& s, const std::string& key, nonce_info info) {
+void conversation_shard::remember(conv_state& s, uint64_t key, nonce_info info) {
   s.nonces[key] = info;
   s.nonce_order.push_back(key);
   while (s.nonce_order.size() > core_.options().conversations.dedup_window) {
@@ -67,6 +68,7 @@ void conversation_shard::handle(conv_ops::send& m) {
   auto* s = load(m.conversation, m.sink, m.ref);
   if (!s)
     return;
+  s->last_used = core_.time().now();
   auto key = nonce_key(m.from, m.nonce);
   if (auto it = s->nonces.find(key); it != s->nonces.end()) {
     // A retry: answer with the original message, never create a second one.
@@ -117,6 +119,18 @@ void conversation_shard::submit(conversation_id c, conv_state& s) {
     conv_ops::committed fail{c, store::write_status::failed, 0};
     handle(fail);
   }
+}
+
+void conversation_shard::handle(conv_ops::tick&) {
+  auto cutoff = core_.time().now() - core_.options().conversations.idle_evict;
+  for (auto it = convs_.begin(); it != convs_.end();) {
+    auto& s = it->second;
+    if (s.in_flight.empty() && s.queued.empty() && s.last_used < cutoff)
+      it = convs_.erase(it);
+    else
+      ++it;
+  }
+  core_.conversations().cast_later(ctx_.index(), core_.options().tick_interval * 5, conv_ops::tick{});
 }
 
 void conversation_shard::handle(conv_ops::committed& m) {

@@ -10,6 +10,7 @@
 #include "runtime/service.hpp"
 #include "runtime/store/store.hpp"
 
+#include <chrono>
 #include <deque>
 #include <unordered_map>
 #include <variant>
@@ -33,12 +34,19 @@ struct committed {
   store::write_status status;
   store::log_position first_position;
 };
+/// Periodic: forget conversations idle for a while (they reload from the store when used again).
+struct tick {};
 } // namespace conv_ops
 
 struct conversation_limits {
-  /// Nonces remembered per conversation for deduplication: the last this many messages, plus all
-  /// in flight. A client retrying a nonce older than that would create a new message.
+  /// Nonces remembered per active conversation for deduplication: the last this many messages,
+  /// plus all in flight. A client retrying a nonce older than that would create a new message.
   uint32_t dedup_window = 512;
+  /// Messages read back from the store to rebuild the nonce window when a conversation is loaded
+  /// (after a restart or an eviction): a page read per load, so smaller than the live window.
+  uint32_t reload_window = 128;
+  /// A conversation with nothing in flight and no send for this long is evicted from memory.
+  std::chrono::milliseconds idle_evict{60'000};
   /// Messages waiting behind the in-flight batch of one conversation before sends are refused
   /// with `unavailable` (the client retries): bounds memory when the disk stalls.
   uint32_t queued_max = 10'000;
@@ -46,7 +54,7 @@ struct conversation_limits {
 
 class conversation_shard {
 public:
-  using write_msg = std::variant<conv_ops::send, conv_ops::committed>;
+  using write_msg = std::variant<conv_ops::send, conv_ops::committed, conv_ops::tick>;
   /// Read lane work (history pages): a query that reads the store in its own short read
   /// transaction and answers its session itself.
   struct read_msg {
@@ -79,16 +87,20 @@ private:
   };
   struct conv_state {
     uint64_t next_seq = 1;
-    std::unordered_map<std::string, nonce_info> nonces; ///< "sender:nonce" -> message
-    std::deque<std::string> nonce_order;                ///< for the dedup window
+    time_point last_used{};
+    /// hash of (sender, nonce) -> message. A 64-bit hash: a false match needs a collision among
+    /// the few hundred nonces of one conversation (~2^-48).
+    std::unordered_map<uint64_t, nonce_info> nonces;
+    std::deque<uint64_t> nonce_order; ///< for the dedup window
     std::vector<outgoing> in_flight;                     ///< the batch being committed
     std::vector<outgoing> queued;                        ///< waiting for the next batch
   };
 
   void handle(conv_ops::send& m);
   void handle(conv_ops::committed& m);
+  void handle(conv_ops::tick& m);
   conv_state* load(conversation_id c, const sink_ptr& sink, const std::string& ref);
-  void remember(conv_state& s, const std::string& key, nonce_info info);
+  void remember(conv_state& s, uint64_t key, nonce_info info);
   void submit(conversation_id c, conv_state& s);
 
   shard_context<view>& ctx_;

@@ -14,7 +14,7 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/_experimental/test/stream.hpp>
 
-#include <deque>
+#include <mutex>
 #include <future>
 #include <unordered_set>
 
@@ -133,7 +133,22 @@ public:
 
   // session_sink: any thread.
   void push(std::string frame) override {
-    net::post(ws_.get_executor(), [self = this->shared_from_this(), f = std::move(frame)]() mutable { self->enqueue(std::move(f)); });
+    // Frames from the shards collect here; only the first of a burst posts to the I/O thread,
+    // which then takes them all (one post per burst instead of one per frame).
+    std::lock_guard lock(inbox_mu_);
+    inbox_.push_back(std::move(frame));
+    if (inbox_.size() == 1)
+      net::post(ws_.get_executor(), [self = this->shared_from_this()] { self->take_inbox(); });
+  }
+
+  void take_inbox() {
+    std::vector<std::string> frames;
+    {
+      std::lock_guard lock(inbox_mu_);
+      frames.swap(inbox_);
+    }
+    for (auto& f : frames)
+      enqueue(std::move(f));
   }
   void close(uint16_t code, std::string reason) override {
     net::post(ws_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
@@ -143,14 +158,16 @@ public:
   void enqueue(std::string frame) {
     if (closing_ || finished_)
       return;
-    out_bytes_ += frame.size() + 1;
-    if (out_bytes_ > g_->opts.outbound_bytes_max) {
+    if (out_.size() + frame.size() + 1 > g_->opts.outbound_bytes_max) {
       g_->slow_closed.inc();
-      out_.clear(); // it is in the inbox: the device gets it again when it resumes
-      out_bytes_ = 0;
+      std::string().swap(out_); // it is in the inbox: the device gets it again when it resumes
+      out_frames_ = 0;
       return do_close(proto::close_slow_reader, "outbound queue full; resume to continue");
     }
-    out_.push_back(std::move(frame));
+    if (!out_.empty())
+      out_ += '\n';
+    out_ += frame;
+    ++out_frames_;
     if (!writing_ && accepted_)
       do_write();
   }
@@ -324,16 +341,10 @@ private:
     // Everything queued goes out as one WebSocket message: frames separated by '\n' (see
     // docs/protocol.md), so a burst of deliveries costs one write and one syscall.
     wbuf_.clear();
-    size_t n = out_.size();
-    for (auto& f : out_) {
-      if (!wbuf_.empty())
-        wbuf_ += '\n';
-      wbuf_ += f;
-    }
-    out_.clear();
-    out_bytes_ = 0;
+    wbuf_.swap(out_);
     writing_ = true;
-    g_->frames_out.inc(n);
+    g_->frames_out.inc(out_frames_);
+    out_frames_ = 0;
     g_->writes.inc();
     arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
     ws_.async_write(net::buffer(wbuf_), [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
@@ -350,6 +361,8 @@ private:
     write_stall_.cancel();
     if (wbuf_.capacity() > 64 * 1024)
       std::string().swap(wbuf_); // do not keep a burst's buffer on an idle connection
+    else
+      wbuf_.clear();
   }
 
   void on_deadline() {
@@ -383,8 +396,10 @@ private:
   websocket::stream<NextLayer> ws_;
   beast::flat_buffer rbuf_;
   std::unique_ptr<http_request> req_;
-  std::deque<std::string> out_;
-  size_t out_bytes_ = 0;
+  std::mutex inbox_mu_;
+  std::vector<std::string> inbox_; ///< pushed by other threads, taken by the I/O thread
+  std::string out_;                ///< frames waiting for the next write, '\n'-separated
+  size_t out_frames_ = 0;
   std::string wbuf_;
   user_id user_ = 0;
   std::string device_;

@@ -51,18 +51,7 @@ void latency_histogram::merge(const latency_histogram& other) noexcept {
 }
 
 uint64_t latency_histogram::quantile(double q) const noexcept {
-  if (count_ == 0)
-    return 0;
-  auto rank = static_cast<uint64_t>(q * static_cast<double>(count_));
-  if (rank >= count_)
-    rank = count_ - 1;
-  uint64_t seen = 0;
-  for (int b = 0; b < bucket_count; ++b) {
-    seen += buckets_[static_cast<size_t>(b)];
-    if (seen > rank)
-      return metrics::histogram::bucket_upper(b);
-  }
-  return metrics::histogram::bucket_upper(bucket_count - 1);
+  return metrics::histogram::quantile_of([this](int b) { return buckets_[static_cast<size_t>(b)]; }, count_, q);
 }
 
 // --- recorder ------------------------------------------------------------------------------

@@ -35,19 +35,7 @@ uint64_t histogram::count() const noexcept {
 }
 
 uint64_t histogram::quantile(double q) const noexcept {
-  uint64_t n = count();
-  if (n == 0)
-    return 0;
-  auto rank = static_cast<uint64_t>(q * static_cast<double>(n));
-  if (rank >= n)
-    rank = n - 1;
-  uint64_t seen = 0;
-  for (int b = 0; b < bucket_count; ++b) {
-    seen += buckets_[b].load(std::memory_order_relaxed);
-    if (seen > rank)
-      return bucket_upper(b);
-  }
-  return bucket_upper(bucket_count - 1);
+  return quantile_of([this](int b) { return bucket(b); }, count(), q);
 }
 
 void histogram::reset() noexcept {

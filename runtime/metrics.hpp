@@ -60,6 +60,23 @@ public:
   uint64_t sum() const noexcept { return sum_.load(std::memory_order_relaxed); }
   /// Value at quantile q in [0,1] (upper bound of the bucket holding it); 0 when empty.
   uint64_t quantile(double q) const noexcept;
+  /// The same walk over any bucket counts with this layout: `count(b)` for b in
+  /// [0, bucket_count), `total` their sum (for copies and merges of histograms elsewhere).
+  template <class Count>
+  static uint64_t quantile_of(Count&& count, uint64_t total, double q) noexcept {
+    if (total == 0)
+      return 0;
+    auto rank = static_cast<uint64_t>(q * static_cast<double>(total));
+    if (rank >= total)
+      rank = total - 1;
+    uint64_t seen = 0;
+    for (int b = 0; b < bucket_count; ++b) {
+      seen += count(b);
+      if (seen > rank)
+        return bucket_upper(b);
+    }
+    return bucket_upper(bucket_count - 1);
+  }
   double scale() const noexcept { return scale_; }
   uint64_t bucket(int b) const noexcept { return buckets_[b].load(std::memory_order_relaxed); }
   void reset() noexcept;

@@ -167,8 +167,9 @@ public:
 
   service(caf::actor_system& sys, service_options opts, factory make, escalation escalate,
           metrics::registry* reg = nullptr, const clock& clk = steady_clock_source::instance())
-      : sys_(&sys), opts_(std::move(opts)), table_(opts_.shards), budget_(opts_.restarts), clock_(&clk),
-        make_(std::move(make)), escalate_(std::move(escalate)), stats_(opts_.shards) {
+      : sys_(&sys), opts_(std::move(opts)), table_(opts_.shards),
+        budget_(std::make_shared<restart_budget>(opts_.restarts)), clock_(&clk), make_(std::move(make)),
+        escalate_(std::move(escalate)), stats_(std::make_shared<std::vector<shard_stats>>(opts_.shards)) {
     // Producers look at the depth every (check_mask + 1) casts: often enough to catch the high
     // watermark within 1/16 of it, rarely enough to keep the lane's cache line out of the way.
     int64_t every = std::max<int64_t>(1, opts_.queue_high / 16);
@@ -203,7 +204,7 @@ public:
   }
 
   void cast_to_shard(uint32_t shard, write_msg msg) {
-    auto& st = stats_[shard];
+    auto& st = (*stats_)[shard];
     auto n = st.writes_enqueued.fetch_add(1, std::memory_order_relaxed) + 1;
     if ((n & check_mask_) == 0 && n - st.writes_handled.load(std::memory_order_relaxed) >= opts_.queue_high &&
         !st.overloaded.load(std::memory_order_relaxed) && !st.overloaded.exchange(true, std::memory_order_relaxed))
@@ -215,7 +216,7 @@ public:
   /// Casts to a shard after `delay` (a shard's own periodic work: flushes, checkpoints). Uses
   /// CAF's clock, so it is for a handful of timers per shard, never one per key or connection.
   void cast_later(uint32_t shard, duration delay, write_msg msg) {
-    stats_[shard].writes_enqueued.fetch_add(1, std::memory_order_relaxed);
+    (*stats_)[shard].writes_enqueued.fetch_add(1, std::memory_order_relaxed);
     caf::delayed_anon_send(writers_[shard], delay, write_env<write_msg>{std::move(msg)});
   }
 
@@ -224,7 +225,7 @@ public:
   template <class Key>
   caf::expected<read_reply> call(const Key& key, read_msg msg, duration timeout) {
     auto shard = table_.shard_of(key);
-    stats_[shard].reads_enqueued.fetch_add(1, std::memory_order_relaxed);
+    (*stats_)[shard].reads_enqueued.fetch_add(1, std::memory_order_relaxed);
     caf::scoped_actor self{*sys_};
     caf::expected<read_reply> out{caf::sec::request_timeout};
     self->request(readers_[shard], timeout, read_env<read_msg>{std::move(msg), clock_->now() + timeout})
@@ -239,7 +240,7 @@ public:
   template <class Key>
   void call_async(const Key& key, read_msg msg, duration timeout, std::function<void(caf::expected<read_reply>)> done) {
     auto shard = table_.shard_of(key);
-    stats_[shard].reads_enqueued.fetch_add(1, std::memory_order_relaxed);
+    (*stats_)[shard].reads_enqueued.fetch_add(1, std::memory_order_relaxed);
     caf::anon_send(readers_[shard],
                    read_cb_env<read_msg, read_reply>{std::move(msg), clock_->now() + timeout, std::move(done)});
   }
@@ -247,16 +248,16 @@ public:
   /// True while the owner of `key` is past its high watermark (and not yet back below low).
   template <class Key>
   bool overloaded(const Key& key) const noexcept {
-    return stats_[table_.shard_of(key)].overloaded.load(std::memory_order_relaxed);
+    return (*stats_)[table_.shard_of(key)].overloaded.load(std::memory_order_relaxed);
   }
 
   template <class Key>
   uint32_t shard_of(const Key& key) const noexcept {
     return table_.shard_of(key);
   }
-  const shard_stats& stats(uint32_t shard) const noexcept { return stats_[shard]; }
+  const shard_stats& stats(uint32_t shard) const noexcept { return (*stats_)[shard]; }
   uint32_t shards() const noexcept { return opts_.shards; }
-  uint64_t restarts() const { return budget_.restarts(); }
+  uint64_t restarts() const { return budget_->restarts(); }
   const std::string& name() const noexcept { return opts_.name; }
 
   /// Stops every lane actor and, if `wait`, blocks until they are gone (pass false under CAF's
@@ -317,7 +318,7 @@ private:
   }
 
   void on_write(shard_core& c, write_msg& m) {
-    auto& st = stats_[c.ctx.index()];
+    auto& st = (*stats_)[c.ctx.index()];
     if (!c.failed) {
       try {
         c.impl->on_write(m);
@@ -333,7 +334,7 @@ private:
   }
 
   caf::expected<read_reply> on_read(shard_core& c, read_msg& m, time_point deadline) {
-    auto& st = stats_[c.ctx.index()];
+    auto& st = (*stats_)[c.ctx.index()];
     detail::bump(st.reads_handled);
     if (clock_->now() > deadline)
       return caf::make_error(caf::sec::request_timeout);
@@ -353,7 +354,7 @@ private:
   void restart(shard_core& c, const std::string& why) {
     log::error(opts_.name, "shard {} crashed: {}", c.ctx.index(), why);
     c.impl.reset();
-    if (!budget_.allow(clock_->now())) {
+    if (!budget_->allow(clock_->now())) {
       c.failed = true;
       auto msg = fmt::format("service {}: more than {} restarts in {} ms, escalating (last: {})", opts_.name,
                              opts_.restarts.intensity,
@@ -371,10 +372,11 @@ private:
     }
   }
 
+  // The registry outlives the service: each callback holds the stats (or the budget) it reads.
   void register_metrics(metrics::registry& reg) {
     for (uint32_t i = 0; i < opts_.shards; ++i) {
       auto labels = fmt::format("service=\"{}\",shard=\"{}\"", opts_.name, i);
-      auto* st = &stats_[i];
+      std::shared_ptr<const shard_stats> st(stats_, &(*stats_)[i]);
       reg.make_gauge_fn("agner_shard_write_queue", "Write-lane messages queued at a shard", labels,
                         [st] { return static_cast<double>(st->write_depth()); });
       reg.make_gauge_fn("agner_shard_read_queue", "Read-lane requests queued at a shard", labels,
@@ -391,17 +393,17 @@ private:
                         [st] { return static_cast<double>(st->read_failures.load(std::memory_order_relaxed)); });
     }
     reg.make_counter_fn("agner_service_restarts_total", "Shard restarts after a crash", fmt::format("service=\"{}\"", opts_.name),
-                      [this] { return static_cast<double>(budget_.restarts()); });
+                      [b = budget_] { return static_cast<double>(b->restarts()); });
   }
 
   caf::actor_system* sys_;
   service_options opts_;
   slot_table table_;
-  restart_budget budget_;
+  std::shared_ptr<restart_budget> budget_;
   const clock* clock_;
   factory make_;
   escalation escalate_;
-  std::vector<shard_stats> stats_;
+  std::shared_ptr<std::vector<shard_stats>> stats_;
   std::vector<std::shared_ptr<shard_core>> cores_;
   std::vector<caf::actor> writers_;
   std::vector<caf::actor> readers_;

@@ -43,7 +43,7 @@ inline int repeats(int fallback = 5) {
 
 /// Runs `run` `n` times; each call returns the number of operations it did, the harness times it.
 inline result measure(std::string name, int n, const std::function<uint64_t()>& run) {
-  result r{std::move(name)};
+  result r{std::move(name), "ops/s", {}};
   for (int i = 0; i < n; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     uint64_t ops = run();

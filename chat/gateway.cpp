@@ -94,20 +94,7 @@ public:
   ~ws_session() override = default;
 
   void start(http_request req) {
-    shard_.sessions.insert(this);
-    g_->count.fetch_add(1);
-    g_->open.add(1);
-    arm(deadline_, std::chrono::milliseconds(g_->opts.identify_timeout_ms));
-    ws_.read_message_max(proto::frame_bytes_max);
-    ws_.auto_fragment(false);
-    if (g_->opts.deflate) {
-      websocket::permessage_deflate pmd;
-      pmd.server_enable = true;
-      pmd.server_max_window_bits = 11;
-      pmd.memLevel = 4;
-      pmd.compLevel = 1;
-      ws_.set_option(pmd);
-    }
+    prepare();
     bool wants_proto = false;
     for (auto p : beast::http::token_list{req[beast::http::field::sec_websocket_protocol]})
       if (p == ws_subprotocol)
@@ -123,11 +110,7 @@ public:
 
   /// Starts on a transport whose upgrade request has not been read yet (the tests' streams).
   void start_reading_request() {
-    shard_.sessions.insert(this);
-    g_->count.fetch_add(1);
-    g_->open.add(1);
-    arm(deadline_, std::chrono::milliseconds(g_->opts.identify_timeout_ms));
-    ws_.read_message_max(proto::frame_bytes_max);
+    prepare();
     ws_.async_accept([self = this->shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
   }
 
@@ -195,6 +178,25 @@ public:
   }
 
 private:
+  /// Registers the session on its I/O thread and sets the stream's limits, the same for every
+  /// transport.
+  void prepare() {
+    shard_.sessions.insert(this);
+    g_->count.fetch_add(1);
+    g_->open.add(1);
+    arm(deadline_, std::chrono::milliseconds(g_->opts.identify_timeout_ms));
+    ws_.read_message_max(proto::frame_bytes_max);
+    ws_.auto_fragment(false);
+    if (g_->opts.deflate) {
+      websocket::permessage_deflate pmd;
+      pmd.server_enable = true;
+      pmd.server_max_window_bits = 11;
+      pmd.memLevel = 4;
+      pmd.compLevel = 1;
+      ws_.set_option(pmd);
+    }
+  }
+
   void arm(timer& t, std::chrono::milliseconds after) { shard_.wheel.arm(t, std::chrono::steady_clock::now() + after); }
 
   void send_close() {

@@ -151,14 +151,15 @@ void user_shard::handle(user_ops::deliver& m) {
     return;
   if (s.sessions.empty())
     return;
-  auto frame = deliver_frame(s, s.rec.pending.back());
+  auto& msg = *m.m;
+  auto frame = proto::encode_deliver(
+    {s.rec.last_inbox_seq, msg.conversation, msg.seq, msg.msg.id, msg.msg.from, msg.msg.nonce, msg.msg.body});
   for (auto& d : s.sessions)
     d.sink->push(frame);
 }
 
 void user_shard::handle(user_ops::ack& m) {
-  auto it = users_.find(m.user);
-  auto& s = it != users_.end() ? it->second : load(m.user);
+  auto& s = load(m.user);
   auto& acked = s.rec.device_acked[m.device];
   auto v = std::min(m.inbox_seq, s.rec.last_inbox_seq);
   if (v > acked) {

@@ -73,6 +73,9 @@ std::string hex(std::string_view bytes) {
   return out;
 }
 
+/// Users one bulk request may create: the reply lists every id (~10 bytes each).
+constexpr uint64_t users_per_request_max = 1'000'000;
+
 http_response json_response(const http_request& req, http::status st, std::string body) {
   return text_response(req, st, std::move(body) + "\n", "application/json");
 }
@@ -156,7 +159,28 @@ void chat_node::add_admin_routes() {
       if (!authorized(req))
         return json_response(req, http::status::unauthorized, json_error("unauthorized", "admin token required"));
       if (req.method() != http::verb::post)
-        return json_response(req, http::status::method_not_allowed, json_error("method", "POST /admin/users?name=NAME"));
+        return json_response(req, http::status::method_not_allowed,
+                             json_error("method", "POST /admin/users?name=NAME or ?prefix=P&count=N[&start=K]"));
+      if (auto prefix = query_param(req, "prefix")) {
+        auto count = query_param(req, "count");
+        auto n = count ? parse_id(*count) : std::nullopt;
+        auto start_param = query_param(req, "start");
+        auto start = start_param ? parse_id(*start_param) : std::optional<uint64_t>(0);
+        if (prefix->empty() || prefix->size() > 40 || !n || *n < 1 || *n > users_per_request_max || !start || *start > UINT32_MAX)
+          return json_response(req, http::status::bad_request,
+                               json_error("bad_request", fmt::format("prefix: 1 to 40 bytes; count: 1 to {}; start: a number",
+                                                                     users_per_request_max)));
+        try {
+          auto ids = core_->create_users(*prefix, static_cast<uint32_t>(*start), static_cast<uint32_t>(*n));
+          std::string body = R"({"users":[)";
+          for (size_t i = 0; i < ids.size(); ++i)
+            fmt::format_to(std::back_inserter(body), "{}\"{}\"", i ? "," : "", ids[i]);
+          body += "]}";
+          return json_response(req, http::status::ok, std::move(body));
+        } catch (const std::exception& e) {
+          return json_response(req, http::status::service_unavailable, json_error("unavailable", e.what()));
+        }
+      }
       auto name = query_param(req, "name");
       if (!name || name->empty() || name->size() > 64)
         return json_response(req, http::status::bad_request, json_error("bad_request", "name: 1 to 64 bytes"));

@@ -175,6 +175,47 @@ user_id chat_core::create_user(std::string_view name) {
   return next;
 }
 
+std::vector<user_id> chat_core::create_users(std::string_view prefix, uint32_t start, uint32_t count) {
+  if (prefix.empty() || prefix.size() > 40)
+    throw std::invalid_argument("a user name prefix has 1 to 40 bytes");
+  std::vector<user_id> ids;
+  ids.reserve(count);
+  std::lock_guard lock(registry_mu_);
+  user_id next = 1;
+  if (auto v = store_.get(next_user_key))
+    next = std::stoull(*v);
+  // One durable batch per chunk: a million users cost a few hundred commits, not a million.
+  constexpr uint32_t chunk = 8192;
+  for (uint32_t first = 0; first < count; first += chunk) {
+    store::write_batch b;
+    uint32_t created = 0;
+    for (uint32_t i = first; i < std::min(count, first + chunk); ++i) {
+      auto name = fmt::format("{}{}", prefix, uint64_t{start} + i);
+      if (auto u = find_user(name)) {
+        ids.push_back(*u);
+        continue;
+      }
+      if (next > user_id_max)
+        throw std::runtime_error("user id space exhausted");
+      b.put(name_key(name), std::to_string(next));
+      b.put(id_key(next), name);
+      ids.push_back(next++);
+      ++created;
+    }
+    if (created == 0)
+      continue;
+    b.put(next_user_key, std::to_string(next));
+    auto done = std::make_shared<std::promise<store::write_status>>();
+    if (!store_.submit(std::move(b), [done](const store::commit_result& r) { done->set_value(r.status); }))
+      throw std::runtime_error("the store refused the write");
+    auto st = done->get_future().get();
+    if (st != store::write_status::durable)
+      throw std::runtime_error(fmt::format("cannot store the users: {}", store::to_string(st)));
+  }
+  log::info("users", "ensured {} users {}{}..{}{}", count, prefix, start, prefix, uint64_t{start} + count - 1);
+  return ids;
+}
+
 std::optional<user_id> chat_core::find_user(std::string_view name) const {
   if (auto v = store_.get(name_key(name)))
     return parse_id(*v);

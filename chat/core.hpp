@@ -66,6 +66,9 @@ public:
   /// Registers `name`; returns the new id, or the existing one if the name is taken. Blocks until
   /// durable; throws std::runtime_error if the store refuses.
   user_id create_user(std::string_view name);
+  /// Ensures users "<prefix><start>" .. "<prefix><start+count-1>" exist (load generators, imports)
+  /// and returns their ids in order; new ones are written in a few large durable batches.
+  std::vector<user_id> create_users(std::string_view prefix, uint32_t start, uint32_t count);
   std::optional<user_id> find_user(std::string_view name) const;
   std::optional<std::string> user_name(user_id u) const;
   bool user_exists(user_id u) const;

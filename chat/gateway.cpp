@@ -197,7 +197,10 @@ private:
     }
   }
 
-  void arm(timer& t, std::chrono::milliseconds after) { shard_.wheel.arm(t, std::chrono::steady_clock::now() + after); }
+  void arm(timer& t, std::chrono::milliseconds after) {
+    if (!finished_)
+      shard_.wheel.arm(t, std::chrono::steady_clock::now() + after);
+  }
 
   void send_close() {
     websocket::close_reason cr(static_cast<websocket::close_code>(close_code_), close_reason_);
@@ -382,9 +385,11 @@ private:
     if (finished_)
       return;
     finished_ = true;
-    deadline_.cancel();
-    write_stall_.cancel();
-    resume_read_.cancel();
+    // The last reference to this session may be dropped on a shard's thread: leave nothing in
+    // this thread's wheel for the destructor to touch.
+    deadline_.unlink();
+    write_stall_.unlink();
+    resume_read_.unlink();
     shard_.sessions.erase(this);
     g_->count.fetch_sub(1);
     g_->open.add(-1);

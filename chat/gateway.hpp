@@ -44,9 +44,8 @@ struct gateway_options {
   std::string node_name = "agner";
 };
 
-/// Path and subprotocol of the WebSocket endpoint.
-inline constexpr std::string_view ws_path = "/v1/ws";
-inline constexpr std::string_view ws_subprotocol = "agner.v1";
+using proto::ws_path;
+using proto::ws_subprotocol;
 
 class gateway {
 public:

@@ -15,6 +15,9 @@ namespace agner::chat::proto {
 
 /// Protocol version announced in hello; bumped on any incompatible change.
 inline constexpr int version = 1;
+/// Path and subprotocol of the WebSocket endpoint.
+inline constexpr std::string_view ws_path = "/v1/ws";
+inline constexpr std::string_view ws_subprotocol = "agner.v1";
 
 // Limits, each with its reason.
 /// Largest WebSocket message accepted; a frame above it closes with 1009 (Beast enforces it).

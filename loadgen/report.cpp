@@ -51,6 +51,13 @@ std::string to_json(const accounting_result& r, const run_info& run) {
                      "\"drained\":{},\"strict\":{}}},",
                      json_string(run.preset), run.phones, run.seed, run.workers, run.duration_s, run.drained,
                      run.strict);
+  if (!run.transport.empty()) {
+    out.pop_back(); // the run object's closing brace and comma, to add the transport inside
+    out.pop_back();
+    out += fmt::format(",\"transport\":{}}},", json_string(run.transport));
+  }
+  if (!run.load_json.empty())
+    out += fmt::format("\"load\":{},", run.load_json);
   out += fmt::format("\"messages\":{{\"sent\":{},\"retries\":{},\"stored\":{},\"unacked\":{},\"delivered_unacked\":{},"
                      "\"stored_without_send\":{},\"deliveries\":{},\"reads\":{}}},",
                      r.messages_sent, r.send_retries, r.messages_stored, r.messages_unacked, r.delivered_unacked,
@@ -72,8 +79,9 @@ std::string to_json(const accounting_result& r, const run_info& run) {
 }
 
 std::string summary(const accounting_result& r, const run_info& run) {
-  std::string out = fmt::format("agner-loadgen: {} phones, preset {}, seed {}, {} worker(s), {:.0f} s{}\n", run.phones,
-                                run.preset, run.seed, run.workers, run.duration_s, run.drained ? ", drained" : "");
+  std::string out = fmt::format("agner-loadgen: {} phones, preset {}, seed {}, {}{} worker(s), {:.0f} s{}\n", run.phones,
+                                run.preset, run.seed, run.transport.empty() ? "" : run.transport + ", ", run.workers,
+                                run.duration_s, run.drained ? ", drained" : "");
   out += fmt::format("  messages   {} sent ({} retries), {} stored, {} never acked ({} of them delivered)\n",
                      r.messages_sent, r.send_retries, r.messages_stored, r.messages_unacked, r.delivered_unacked);
   out += fmt::format("  deliveries {} ({} reads)\n", r.deliveries, r.reads);

@@ -22,6 +22,10 @@ struct run_info {
   double duration_s = 0;   ///< the load phase
   bool drained = false;    ///< whether every device reconnected and resumed at the end
   bool strict = false;     ///< duplicates, order violations and nonce conflicts count as violations
+  std::string transport;   ///< "ws", "inproc" or "null" (empty: not reported)
+  /// A JSON object describing the load itself (rates, memory, connections), rendered by the
+  /// runner and reported as "load"; empty: left out.
+  std::string load_json;
 };
 
 /// The report as one JSON object (format in docs/loadgen.md). Latencies are in nanoseconds.

@@ -165,6 +165,20 @@ uint64_t admin_client::create_user(const std::string& name) const {
   return parse_u64(field(parse_body(r), "user"), "user id");
 }
 
+std::vector<uint64_t> admin_client::create_users(const std::string& prefix, uint32_t start, uint32_t count) const {
+  auto r = request("POST", fmt::format("/admin/users?prefix={}&start={}&count={}", url_encode(prefix), start, count), true);
+  check(r);
+  auto v = parse_body(r);
+  auto* users = v.as_object().if_contains("users");
+  if (!users || !users->is_array() || users->as_array().size() != count)
+    throw admin_error(0, "bad_reply", "the node's reply does not list the users");
+  std::vector<uint64_t> ids;
+  ids.reserve(count);
+  for (auto& u : users->as_array())
+    ids.push_back(parse_u64(u.is_string() ? std::string(u.get_string()) : std::string(), "user id"));
+  return ids;
+}
+
 issued_token admin_client::issue_token(const std::string& name, std::optional<int64_t> ttl_s) const {
   auto target = "/admin/tokens?name=" + url_encode(name);
   if (ttl_s)

@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace agner::ctl {
 
@@ -46,6 +47,8 @@ public:
 
   /// POST /admin/users?name=NAME: the user's id (the existing one if the name is taken).
   uint64_t create_user(const std::string& name) const;
+  /// POST /admin/users?prefix=P&start=K&count=N: ids of users PK..P(K+N-1), created where missing.
+  std::vector<uint64_t> create_users(const std::string& prefix, uint32_t start, uint32_t count) const;
   /// POST /admin/tokens?name=NAME[&ttl_s=N].
   issued_token issue_token(const std::string& name, std::optional<int64_t> ttl_s = std::nullopt) const;
   /// GET /admin/status: the node's JSON body, unchanged.

@@ -217,7 +217,7 @@ private:
           return lost(fmt::format("cannot connect to {}: {}", admin_.address(), reason_text(ec)));
         c->ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
           req.set(beast::http::field::user_agent, "agner-ctl");
-          req.set(beast::http::field::sec_websocket_protocol, "agner.v1");
+          req.set(beast::http::field::sec_websocket_protocol, chat::proto::ws_subprotocol);
         }));
         c->ws.async_handshake(admin_.address(), "/v1/ws", [this, c](beast::error_code ec) { on_handshake(c, ec); });
       });

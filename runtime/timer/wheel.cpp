@@ -46,6 +46,11 @@ void timer::cancel() noexcept {
     wheel_->cancel(*this);
 }
 
+void timer::unlink() noexcept {
+  if (wheel_)
+    wheel_->erase(*this);
+}
+
 // -- construction -------------------------------------------------------------------------------
 
 timer_wheel::timer_wheel(duration tick, time_point start, int levels)

@@ -71,6 +71,11 @@ public:
   /// lazy: the node may stay linked (unarmed, "parked") until its slot is processed.
   void cancel() noexcept;
 
+  /// Cancels and unlinks the timer at once (not lazily), on the wheel's thread. An owner whose
+  /// memory may be freed on another thread (a connection whose last reference a shard drops)
+  /// calls it when it is done, so that the destructor has no wheel to touch.
+  void unlink() noexcept;
+
   /// The tick (since the wheel's start) the deadline was rounded up to; meaningful while armed.
   uint64_t expiry_tick() const noexcept { return expiry_; }
 

@@ -27,10 +27,12 @@ TEST_CASE("the JSON report parses and carries counts, latencies and the verdict"
   r.lost_deliveries = 1;
   r.lost_messages = 1;
   r.lost_examples.push_back({3, 17, 4, 1});
-  run_info run{"steady \"quoted\"", 1000, 7, 2, 60, true, false};
+  run_info run{"steady \"quoted\"", 1000, 7, 2, 60, true, false, "ws", R"({"peak_ready":3})"};
   auto v = boost::json::parse(to_json(r, run)).as_object();
   CHECK(v.at("run").at("preset").as_string() == "steady \"quoted\"");
   CHECK(v.at("run").at("phones").as_int64() == 1000);
+  CHECK(v.at("run").at("transport").as_string() == "ws");
+  CHECK(v.at("load").at("peak_ready").as_int64() == 3);
   CHECK(v.at("messages").at("sent").as_int64() == 10);
   CHECK(v.at("lost").at("deliveries").as_int64() == 1);
   CHECK(v.at("lost").at("examples").as_array().at(0).at("nonce").as_int64() == 17);
@@ -57,7 +59,7 @@ TEST_CASE("the exit code is clean unless something was lost or unexpected, or st
 
 TEST_CASE("the summary names the verdict and the latencies in milliseconds") {
   auto r = sample();
-  run_info run{"steady", 1000, 7, 1, 60, false, false};
+  run_info run{"steady", 1000, 7, 1, 60, false, false, "", ""};
   auto ok = summary(r, run);
   CHECK(ok.find("verdict    OK") != std::string::npos);
   CHECK(ok.find("send->stored") != std::string::npos);

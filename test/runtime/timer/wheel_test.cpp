@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -491,6 +492,31 @@ TEST_CASE("destroying a lazily cancelled timer unlinks it from the wheel") {
   CHECK(w.advance(t0 + 1h) == 2);
   CHECK(before.fired_at.size() == 1);
   CHECK(after.fired_at.size() == 1);
+}
+
+TEST_CASE("unlink removes a cancelled timer at once, so its owner may die on another thread") {
+  timer_wheel w{1ms, t0};
+  probe before, after;
+  w.arm(before.t, t0 + 5000ms);
+  auto owner = std::make_unique<probe>();
+  w.arm(owner->t, t0 + 5000ms);
+  w.arm(after.t, t0 + 5000ms);
+  owner->t.cancel();
+  CHECK(w.counters().parked == 1);
+  owner->t.unlink();
+  CHECK(w.counters().parked == 0);
+  CHECK_FALSE(owner->t.armed());
+  // The wheel holds nothing of it now: freeing it from another thread touches no wheel state.
+  std::thread([o = std::move(owner)]() mutable { o.reset(); }).join();
+  CHECK(w.advance(t0 + 1h) == 2);
+  CHECK(before.fired_at.size() == 1);
+  CHECK(after.fired_at.size() == 1);
+  probe armed;
+  w.arm(armed.t, t0 + 2h);
+  armed.t.unlink(); // an armed timer: cancelled and unlinked in one step
+  CHECK(w.counters().live == 0);
+  CHECK(w.advance(t0 + 3h) == 0);
+  CHECK(armed.fired_at.empty());
 }
 
 TEST_CASE("a lazily re-armed timer cascades across levels and fires exactly on its tick") {

@@ -26,6 +26,11 @@ void chat_node_options::bind(config_schema& s) {
   s.add("store.flush_window_ms", &store.flush_window_ms, "how long derived state may stay dirty in the write-back cache", 0,
         3'600'000);
   s.add_mib("store.cache_mb", &store.cache_budget_bytes, "write-back cache budget per shard", 1, 1 << 20);
+  store_durability = std::string(store::to_string(store.durability));
+  s.add_choice("store.durability", &store_durability,
+               "sync: acknowledge a write only once it is on disk; unsafe_nosync: skip the flush (loses acknowledged "
+               "writes on power loss; tests only)",
+               {"sync", "unsafe_nosync"});
   s.add("chat.user_shards", &chat.user_shards, "user service shards (fixed for a data directory)", 1, 4096);
   s.add("chat.conversation_shards", &chat.conversation_shards, "conversation service shards", 1, 4096);
   s.add("chat.checkpoint_interval_ms", &chat.checkpoint_interval, "user state checkpoint period (bounds replay after a crash)",
@@ -101,6 +106,12 @@ std::optional<std::string> query_param(const http_request& req, std::string_view
 } // namespace
 
 chat_node::chat_node(chat_node_options opts) : opts_(std::move(opts)) {
+  if (!opts_.store_durability.empty()) {
+    auto d = store::parse_durability(opts_.store_durability);
+    if (!d)
+      throw std::invalid_argument("store.durability: " + opts_.store_durability);
+    opts_.store.durability = *d;
+  }
   std::filesystem::create_directories(opts_.store.data_dir);
   if (opts_.secret_file.empty())
     opts_.secret_file = opts_.store.data_dir + "/secret.key";

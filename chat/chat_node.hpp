@@ -27,6 +27,9 @@ struct chat_node_options {
   std::string secret_file;
   /// Lifetime of tokens issued through the admin API unless asked otherwise.
   int64_t token_ttl_s = 30 * 24 * 3600;
+  /// `store.durability` as configured ("sync", "unsafe_nosync"); set by `bind`, applied to
+  /// `store.durability` by the node's constructor. Empty: keep `store.durability` as it is.
+  std::string store_durability;
 
   /// Binds every setting to a configuration key (see docs/operations.md).
   void bind(config_schema& schema);

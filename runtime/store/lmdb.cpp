@@ -39,8 +39,10 @@ env::env(const env_options& o) {
   check(mdb_env_set_maxdbs(env_, o.max_dbs), "mdb_env_set_maxdbs");
   check(mdb_env_set_maxreaders(env_, o.max_readers), "mdb_env_set_maxreaders");
   // MDB_NOTLS: read transactions run on a thread pool and may be resumed by another thread.
-  // No MDB_NOSYNC / MDB_NOMETASYNC / MDB_WRITEMAP: every commit is fully synchronous.
-  check(mdb_env_open(env_, o.path.c_str(), MDB_NOTLS, 0600), "mdb_env_open");
+  // No MDB_NOMETASYNC / MDB_WRITEMAP, and MDB_NOSYNC only when asked for: by default every commit
+  // is fully synchronous (data pages fdatasynced, then the meta page written with O_DSYNC).
+  unsigned flags = MDB_NOTLS | (o.no_sync ? MDB_NOSYNC : 0u);
+  check(mdb_env_open(env_, o.path.c_str(), flags, 0600), "mdb_env_open");
 }
 
 env::~env() {

@@ -45,11 +45,13 @@ struct env_options {
   size_t map_size_bytes;   ///< the largest the data file may grow
   unsigned max_dbs;        ///< named databases in the environment
   unsigned max_readers;    ///< concurrent read transactions
+  bool no_sync = false;    ///< MDB_NOSYNC: commits are not flushed (unsafe; tests only)
 };
 
 /// One LMDB environment (one data file, one memory map). Opened with MDB_NOTLS, so a read
 /// transaction is not tied to the thread that began it, and with LMDB's default, fully
-/// synchronous commit. Thread-safe as LMDB is: one write transaction at a time per process.
+/// synchronous commit unless `env_options::no_sync` asks otherwise. Thread-safe as LMDB is: one
+/// write transaction at a time per process.
 class env {
 public:
   /// Opens or creates the environment; throws `error`.

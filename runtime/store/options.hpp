@@ -5,9 +5,36 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace agner::store {
+
+/// Whether a commit waits for the disk.
+enum class durability {
+  /// LMDB's default: data pages written and fsynced, then the meta page written through an
+  /// O_DSYNC descriptor. A commit is acknowledged only after both: the store's promise.
+  sync,
+  /// MDB_NOSYNC: commits reach the page cache only. A process crash loses nothing, a power cut or
+  /// an OS crash loses acknowledged writes. Exists so that the power-loss test can prove it
+  /// catches such a loss; never for a node that keeps data.
+  unsafe_nosync,
+};
+
+/// The configuration spelling of `d` ("sync", "unsafe_nosync").
+constexpr std::string_view to_string(durability d) noexcept {
+  return d == durability::sync ? "sync" : "unsafe_nosync";
+}
+
+/// Parses the configuration spelling; nothing for anything else.
+constexpr std::optional<durability> parse_durability(std::string_view s) noexcept {
+  if (s == "sync")
+    return durability::sync;
+  if (s == "unsafe_nosync")
+    return durability::unsafe_nosync;
+  return std::nullopt;
+}
 
 /// Store configuration with production defaults.
 struct store_options {
@@ -37,6 +64,8 @@ struct store_options {
   size_t index_slice_entries = 16'384;
   /// An idle writer writes the in-memory index after this long even if the batch is not full.
   std::chrono::milliseconds index_idle_ms{2'000};
+  /// `sync` unless a test must show what losing un-flushed commits looks like (see `durability`).
+  store::durability durability = store::durability::sync;
 };
 
 /// LMDB's default key limit is 511 bytes; state keys stay well below it.

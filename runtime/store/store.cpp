@@ -101,8 +101,13 @@ node_store::node_store(store_options options, metrics::registry& m, store_hooks 
       std::abort();
     };
   std::filesystem::create_directories(options_.data_dir);
+  const bool no_sync = options_.durability == durability::unsafe_nosync;
+  if (no_sync)
+    log::warn("store", "UNSAFE: store.durability = unsafe_nosync: commits in {} are acknowledged before they reach "
+              "the disk; a power cut or OS crash loses acknowledged writes. For tests only, never for real data.",
+              options_.data_dir);
   env_ = std::make_unique<lmdb::env>(
-    lmdb::env_options{options_.data_dir, options_.map_size_bytes, max_dbs, max_readers});
+    lmdb::env_options{options_.data_dir, options_.map_size_bytes, max_dbs, max_readers, no_sync});
   pending_ = std::make_unique<pending_index>();
   open_databases();
   rebuild_pending_index();

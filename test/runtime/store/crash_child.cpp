@@ -1,6 +1,7 @@
 // The child of the crash test: appends under load from two producer threads and writes one line per
 // acknowledged record to stdout ("A stream seq position"), until the parent kills it with SIGKILL.
-// Usage: store_crash_child DATA_DIR CYCLE
+// Usage: store_crash_child DATA_DIR CYCLE [sync|unsafe_nosync]; the power-loss test runs it under
+// the powercut shim, with unsafe_nosync to show that its check catches lost acknowledgements.
 #include "runtime/store/store.hpp"
 #include "test/runtime/store/store_test_support.hpp"
 
@@ -33,13 +34,15 @@ void write_all(const std::string& s) {
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: store_crash_child DATA_DIR CYCLE\n");
+  auto mode = argc == 4 ? parse_durability(argv[3]) : durability::sync;
+  if ((argc != 3 && argc != 4) || !mode) {
+    std::fprintf(stderr, "usage: store_crash_child DATA_DIR CYCLE [sync|unsafe_nosync]\n");
     return 2;
   }
   uint64_t cycle = std::strtoull(argv[2], nullptr, 10);
   store_options o;
   o.data_dir = argv[1];
+  o.durability = *mode;
   o.map_size_bytes = size_t{1} << 30;
   o.index_batch_entries = 2048; // index batches happen (and get killed) within a cycle
   o.index_slice_entries = 256;

@@ -7,15 +7,7 @@
 
 #include <doctest/doctest.h>
 
-#include <cerrno>
-#include <csignal>
-#include <cstring>
-#include <map>
-#include <poll.h>
 #include <random>
-#include <sstream>
-#include <sys/wait.h>
-#include <unistd.h>
 
 using namespace agner;
 using namespace agner::store;
@@ -30,61 +22,12 @@ constexpr int cycles_long = 300;
 constexpr int kill_after_ms_min = 5;
 constexpr int kill_after_ms_max = 400;
 
-struct ack {
-  uint64_t stream, seq, position;
-};
-
 // Runs one child for `run_ms`, then SIGKILLs it; returns every acknowledgement it reported.
 std::vector<ack> run_child(const std::string& dir, int cycle, int run_ms) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    std::string c = std::to_string(cycle);
-    execl(STORE_CRASH_CHILD, STORE_CRASH_CHILD, dir.c_str(), c.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string out;
-  char buf[65536];
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(run_ms);
-  bool killed = false;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (!killed && left.count() <= 0) {
-      kill(pid, SIGKILL);
-      killed = true;
-    }
-    pollfd p{fds[0], POLLIN, 0};
-    int r = poll(&p, 1, killed ? 5000 : static_cast<int>(std::max<int64_t>(left.count(), 1)));
-    if (r < 0 && errno == EINTR)
-      continue;
-    REQUIRE(r >= 0);
-    if (r == 0)
-      continue;
-    ssize_t n = read(fds[0], buf, sizeof buf);
-    if (n <= 0)
-      break; // EOF: the child is gone and everything it wrote has been read
-    out.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  auto r = run_and_kill({STORE_CRASH_CHILD, dir, std::to_string(cycle)}, {}, std::chrono::milliseconds(run_ms));
   // The child must have died by our signal, not by a crash of its own.
-  CHECK_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL), "child status " << status);
-  std::vector<ack> acks;
-  std::istringstream in(out);
-  std::string tag;
-  ack a{};
-  while (in >> tag >> a.stream >> a.seq >> a.position) {
-    REQUIRE(tag == "A");
-    acks.push_back(a);
-  }
-  return acks;
+  CHECK_MESSAGE(r.killed_by_us(), "child status " << r.status);
+  return parse_acks(r.out);
 }
 
 } // namespace
@@ -101,9 +44,8 @@ TEST_CASE("every acknowledged append survives SIGKILL at random moments, and not
   store_options o;
   o.data_dir = data;
   o.map_size_bytes = size_t{1} << 30;
-  log_position verified_through = 0;
-  std::map<uint64_t, uint64_t> last_seq; // per stream, across all cycles, in log order
-  uint64_t total_acks = 0, total_records = 0;
+  log_checker log;
+  uint64_t total_acks = 0;
   for (int cycle = 0; cycle < cycles; ++cycle) {
     int run_ms = kill_after_ms_min + static_cast<int>(rng() % (kill_after_ms_max - kill_after_ms_min));
     auto acks = run_child(data, cycle, run_ms);
@@ -111,23 +53,11 @@ TEST_CASE("every acknowledged append survives SIGKILL at random moments, and not
     metrics::registry m;
     node_store s(o, m);
     // Every acknowledged record is there, at the position reported, whole.
-    for (const auto& a : acks) {
-      auto e = s.read_log(a.position);
-      REQUIRE_MESSAGE(e, "acknowledged record at " << a.position << " is missing (cycle " << cycle << ")");
-      CHECK(e->stream == a.stream);
-      CHECK(e->seq == a.seq);
-      CHECK(payload_ok(e->payload, a.stream, a.seq));
-    }
-    // Every record written since the last check is whole, and each stream's seqs only grow: no
-    // torn, duplicated or reordered record is visible.
-    uint64_t bad = 0;
-    total_records += s.replay(verified_through, [&](const log_entry& e) {
-      if (!payload_ok(e.payload, e.stream, e.seq) || e.seq <= last_seq[e.stream])
-        ++bad;
-      last_seq[e.stream] = e.seq;
-    });
-    CHECK(bad == 0);
-    verified_through = s.last_position();
+    auto lost = lost_acks(s, acks);
+    REQUIRE_MESSAGE(lost.empty(), lost.size() << " acknowledged records missing or damaged, the first at position "
+                                              << (lost.empty() ? 0 : lost[0].position) << " (cycle " << cycle << ")");
+    // Every record written since the last check is whole, and each stream's seqs only grow.
+    CHECK(log.check(s) == 0);
     // And the acknowledged records are reachable through the per-stream index.
     if (!acks.empty()) {
       const auto& a = acks[rng() % acks.size()];
@@ -136,6 +66,6 @@ TEST_CASE("every acknowledged append survives SIGKILL at random moments, and not
       CHECK(page[0].seq == a.seq);
     }
   }
-  MESSAGE("crash test: " << total_acks << " acknowledged, " << total_records << " records checked");
+  MESSAGE("crash test: " << total_acks << " acknowledged, " << log.records() << " records checked");
   CHECK(total_acks > 0);
 }

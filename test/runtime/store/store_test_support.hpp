@@ -1,20 +1,30 @@
 // Helpers shared by the store tests: a temporary data directory, completions a test can wait for,
-// and a self-checking payload format (so a test can tell a record is whole, not half-written).
+// a self-checking payload format (so a test can tell a record is whole, not half-written), and the
+// pieces of the crash and power-loss tests: running a child until it is killed, and checking what
+// it acknowledged against what the store holds afterwards.
 #pragma once
 
 #include "runtime/store/store.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -121,5 +131,124 @@ inline bool payload_ok(std::string_view p, uint64_t stream, uint64_t seq) {
     return false;
   return body.starts_with(fmt::format("{}:{}:", stream, seq));
 }
+
+/// One acknowledgement reported by store_crash_child: a line "A stream seq position".
+struct ack {
+  uint64_t stream, seq, position;
+};
+
+/// The acknowledgements in a child's output.
+inline std::vector<ack> parse_acks(const std::string& out) {
+  std::vector<ack> acks;
+  std::istringstream in(out);
+  std::string tag;
+  ack a{};
+  while (in >> tag >> a.stream >> a.seq >> a.position) {
+    if (tag != "A")
+      throw std::runtime_error("unexpected line from the child: " + tag);
+    acks.push_back(a);
+  }
+  return acks;
+}
+
+/// What a child printed before it was killed, and its wait status.
+struct killed_child {
+  std::string out;
+  int status = 0;
+  /// True if it died of our SIGKILL, not of a crash of its own.
+  bool killed_by_us() const { return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL; }
+};
+
+/// Runs `argv` (argv[0] a path) with its stdout on a pipe and `env` as its environment ("KEY=VALUE";
+/// empty: this process's), SIGKILLs it once `run_for` has passed or, if `until` is not empty, as
+/// soon as its output contains `until`. Then reads its output to the end and reaps it.
+inline killed_child run_and_kill(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                                 std::chrono::milliseconds run_for, std::string_view until = {}) {
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
+  std::vector<char*> args, envp;
+  for (const auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  for (const auto& e : env)
+    envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  int fds[2];
+  if (pipe(fds) != 0)
+    throw std::runtime_error("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0)
+    throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    if (env.empty())
+      execv(args[0], args.data());
+    else
+      execve(args[0], args.data(), envp.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  killed_child r;
+  char buf[65536];
+  auto deadline = std::chrono::steady_clock::now() + run_for;
+  bool killed = false;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (!killed && (left.count() <= 0 || (!until.empty() && r.out.find(until) != std::string::npos))) {
+      kill(pid, SIGKILL);
+      killed = true;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    int n = poll(&p, 1, killed ? 5000 : static_cast<int>(std::max<int64_t>(left.count(), 1)));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      throw std::runtime_error("poll failed");
+    if (n == 0)
+      continue;
+    ssize_t got = read(fds[0], buf, sizeof buf);
+    if (got <= 0)
+      break; // EOF: the child is gone and everything it wrote has been read
+    r.out.append(buf, static_cast<size_t>(got));
+  }
+  close(fds[0]);
+  waitpid(pid, &r.status, 0);
+  return r;
+}
+
+/// The acknowledged records that are not at their reported position, whole.
+inline std::vector<ack> lost_acks(const node_store& s, const std::vector<ack>& acks) {
+  std::vector<ack> lost;
+  for (const auto& a : acks) {
+    auto e = s.read_log(a.position);
+    if (!e || e->stream != a.stream || e->seq != a.seq || !payload_ok(e->payload, a.stream, a.seq))
+      lost.push_back(a);
+  }
+  return lost;
+}
+
+/// Checks the log across reopens: every record written since the previous check is whole, and each
+/// stream's seqs only grow (no torn, duplicated or reordered record is visible).
+class log_checker {
+public:
+  /// Checks the records after the last checked position; returns how many are bad.
+  uint64_t check(const node_store& s) {
+    uint64_t bad = 0;
+    records_ += s.replay(verified_through_, [&](const log_entry& e) {
+      if (!payload_ok(e.payload, e.stream, e.seq) || e.seq <= last_seq_[e.stream])
+        ++bad;
+      last_seq_[e.stream] = e.seq;
+    });
+    verified_through_ = s.last_position();
+    return bad;
+  }
+  uint64_t records() const noexcept { return records_; }
+
+private:
+  log_position verified_through_ = 0;
+  std::map<uint64_t, uint64_t> last_seq_; // per stream, in log order
+  uint64_t records_ = 0;
+};
 
 } // namespace agner::store::test

@@ -165,9 +165,10 @@ std::string encode_hello(uint32_t heartbeat_ms, std::string_view node) {
   return fmt::format(R"({{"op":"hello","version":{},"heartbeat_ms":{},"node":{}}})", version, heartbeat_ms, quoted(node));
 }
 
-std::string encode_ready(std::string_view ref, user_id user, std::string_view device, uint64_t last_inbox_seq) {
-  return fmt::format(R"({{"op":"ready"{},"user":"{}","device":{},"inbox_seq":"{}"}})", ref_field(ref), user, quoted(device),
-                     last_inbox_seq);
+std::string encode_ready(std::string_view ref, user_id user, std::string_view device, uint64_t last_inbox_seq,
+                         uint64_t resume_from) {
+  return fmt::format(R"({{"op":"ready"{},"user":"{}","device":{},"inbox_seq":"{}","resume_from":"{}"}})", ref_field(ref), user,
+                     quoted(device), last_inbox_seq, resume_from);
 }
 
 std::string encode_heartbeat_ack(std::string_view ref) { return fmt::format(R"({{"op":"heartbeat_ack"{}}})", ref_field(ref)); }

@@ -123,7 +123,10 @@ struct history_entry {
 };
 
 std::string encode_hello(uint32_t heartbeat_ms, std::string_view node);
-std::string encode_ready(std::string_view ref, user_id user, std::string_view device, uint64_t last_inbox_seq);
+/// `last_inbox_seq`: the user's newest inbox position; `resume_from`: the position the replay
+/// that follows starts after (the device's position from now on).
+std::string encode_ready(std::string_view ref, user_id user, std::string_view device, uint64_t last_inbox_seq,
+                         uint64_t resume_from);
 std::string encode_heartbeat_ack(std::string_view ref);
 std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t seq, message_id id, std::string_view nonce);
 std::string encode_deliver(const delivered_message& m);

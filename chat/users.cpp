@@ -112,9 +112,44 @@ void user_shard::handle(user_ops::attach& m) {
                                      fmt::format("entries after {} are no longer kept (oldest kept: {}); fetch history", from, oldest)));
     from = rec.last_inbox_seq;
   }
-  auto& acked = rec.device_acked[m.device];
-  acked = std::max(acked, from);
+  auto known = rec.device_acked.find(m.device);
+  if (known == rec.device_acked.end()) {
+    // A device the node has never seen: its registration must be durable before it gets a
+    // position. Otherwise a crash could forget it, the other devices' acks would prune entries
+    // it still needs, and its resume would come back "too old" (found by agner-chaos).
+    rec.device_acked[m.device] = from;
+    s.dirty = true;
+    auto value = rec.encode();
+    cache_->put(m.user, user_key(m.user), value); // the cache never flushes an older copy over it
+    store::write_batch b;
+    b.put(user_key(m.user), value);
+    auto index = ctx_.index();
+    auto* core = &core_;
+    auto done = [core, index, a = m, from](const store::commit_result& r) mutable {
+      core->users().cast_to_shard(index, user_ops::registered{std::move(a), from, r.status});
+    };
+    if (!core_.store().submit(std::move(b), std::move(done))) {
+      m.sink->push(proto::encode_error(m.ref, proto::error_code::unavailable, "cannot register the device now; retry"));
+      m.sink->close(proto::close_going_away, "store unavailable");
+    }
+    return;
+  }
+  known->second = std::max(known->second, from);
   s.dirty = true;
+  open_session(s, m, from);
+}
+
+void user_shard::handle(user_ops::registered& m) {
+  if (m.status != store::write_status::durable) {
+    m.a.sink->push(proto::encode_error(m.a.ref, proto::error_code::unavailable, "cannot register the device now; retry"));
+    m.a.sink->close(proto::close_going_away, "store unavailable");
+    return;
+  }
+  open_session(load(m.a.user), m.a, m.from);
+}
+
+void user_shard::open_session(user_state& s, user_ops::attach& m, uint64_t from) {
+  auto& rec = s.rec;
   // One device name has one live session: a reconnect replaces the old one.
   for (auto it = s.sessions.begin(); it != s.sessions.end();) {
     if (it->device == m.device) {
@@ -129,7 +164,7 @@ void user_shard::handle(user_ops::attach& m) {
     s.sessions.erase(s.sessions.begin());
   }
   s.sessions.push_back({m.device, m.sink});
-  m.sink->push(proto::encode_ready(m.ref, m.user, m.device, rec.last_inbox_seq));
+  m.sink->push(proto::encode_ready(m.ref, m.user, m.device, rec.last_inbox_seq, from));
   for (auto& e : rec.pending)
     if (e.inbox_seq > from)
       m.sink->push(deliver_frame(s, e));

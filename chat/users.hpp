@@ -53,6 +53,12 @@ struct ack {
   std::string device;
   uint64_t inbox_seq;
 };
+/// A new device's registration is durable (or failed): finish its attach.
+struct registered {
+  attach a;
+  uint64_t from;
+  store::write_status status;
+};
 /// Periodic: write dirty users to the cache, checkpoint, forget idle users.
 struct tick {};
 struct flushed {
@@ -79,7 +85,7 @@ struct user_limits {
 class user_shard final : public store::replayable {
 public:
   using write_msg = std::variant<user_ops::attach, user_ops::detach, user_ops::deliver, user_ops::ack, user_ops::tick,
-                                 user_ops::flushed, user_ops::final_checkpoint>;
+                                 user_ops::flushed, user_ops::final_checkpoint, user_ops::registered>;
   struct read_msg {};
   using read_reply = int;
   struct view {};
@@ -115,6 +121,9 @@ private:
   void handle(user_ops::tick& m);
   void handle(user_ops::flushed& m);
   void handle(user_ops::final_checkpoint& m);
+  void handle(user_ops::registered& m);
+  /// The second half of an attach, once the device is known durably: sessions, ready, replay.
+  void open_session(user_state& s, user_ops::attach& m, uint64_t from);
 
   user_state& load(user_id u);
   /// Folds a durable message into `u`'s inbox; returns false if already applied (replay).

@@ -341,6 +341,12 @@ void driver::handle_frame(uint32_t slot, std::string_view text, sim_ns now) {
       d.state = conn::ready;
     }
     d.backoff_steps = 0;
+    // The replay starts after resume_from: that is the device's position from now on, so a
+    // reconnect resumes from it even if nothing was delivered yet (docs/protocol.md).
+    if (auto from = id_field(o, "resume_from")) {
+      d.highest = std::max(d.highest, *from);
+      d.received = true;
+    }
     rec_.ready(d.phone, d.device, now);
     flush_outbox(slot, now);
     maybe_ack(slot, now);

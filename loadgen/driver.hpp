@@ -134,7 +134,7 @@ private:
     device_id device = 0;
     conn state = conn::offline;
     bool want = false;      // the schedule (or the drain) wants it online
-    bool received = false;  // got at least one delivery: resume with last_inbox_seq
+    bool received = false;  // has a position (a ready or a delivery): resume with last_inbox_seq
     bool reconnect_due = false; // in reconnect_at_
   };
   struct outgoing {

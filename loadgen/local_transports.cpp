@@ -137,7 +137,7 @@ void null_transport::open(uint32_t slot, uint32_t, user_ref user, std::string_vi
     s.base = from;
     s.base_set = true;
   }
-  out_.push_back({slot, s.session, false, chat::proto::encode_ready("i", user, device, u.inbox.size())});
+  out_.push_back({slot, s.session, false, chat::proto::encode_ready("i", user, device, u.inbox.size(), from)});
   for (uint64_t i = from; i < u.inbox.size(); ++i)
     out_.push_back({slot, s.session, false, u.inbox[i]});
   u.slots.push_back(slot);

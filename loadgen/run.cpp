@@ -343,8 +343,8 @@ run_outcome run_local(const run_options& o, const run_hooks& hooks, Transport& t
     sim_ns n = now();
     t.poll();
     d.step(n);
-    if (!draining && hooks.during_load && n >= next_hook) {
-      hooks.during_load(n);
+    if (hooks.during_load && n >= next_hook) {
+      hooks.during_load(load_view{n, d.stats().ready, d.devices(), [](const std::string&) {}});
       next_hook = n + 100 * ns_per_ms;
     }
     if (n >= next_print) {
@@ -541,6 +541,12 @@ run_outcome run_ws(const run_options& o, const run_hooks& hooks) {
         ::kill(w.pid, SIGKILL);
   };
   progress_printer pp(o, hooks);
+  uint64_t devices = 0;
+  {
+    population pop(o.population());
+    for (phone_id p = 0; p < pop.phones(); ++p)
+      devices += static_cast<uint64_t>(pop.devices_of(p));
+  }
   const sim_ns load_end = static_cast<sim_ns>(o.duration_s * 1e9);
   const sim_ns end_limit = load_end + static_cast<sim_ns>((o.drain ? o.drain_timeout_s : 0) * 1e9) + 60 * ns_per_s;
   enum class phase { load, drain, stop } ph = phase::load;
@@ -584,8 +590,11 @@ run_outcome run_ws(const run_options& o, const run_hooks& hooks) {
       pp.show(n, ph == phase::load ? "load" : ph == phase::drain ? "drain" : "stop", total);
       next_print += ns_per_s;
     }
-    if (ph == phase::load && hooks.during_load && n >= next_hook) {
-      hooks.during_load(n);
+    if (ph != phase::stop && hooks.during_load && n >= next_hook) {
+      hooks.during_load(load_view{n, total.ready, devices, [&ws](const std::string& cmd) {
+                                    for (auto& w : ws)
+                                      send_command(w, cmd + "\n");
+                                  }});
       next_hook = n + 100 * ns_per_ms;
     }
     if (ph == phase::load && n >= load_end) {
@@ -809,10 +818,19 @@ int worker_main(int argc, char** argv) {
       std::istream is(&cmd);
       std::string c;
       std::getline(is, c);
-      if (c == "drain")
+      std::istringstream words(c);
+      std::string verb;
+      double fraction = 0;
+      int64_t ms = 0;
+      words >> verb >> fraction >> ms;
+      if (verb == "drain")
         d.start_drain(now());
-      else if (c == "stop")
+      else if (verb == "stop")
         return finish();
+      else if (verb == "slow")
+        t.fault_slow_readers(fraction, std::chrono::milliseconds(ms));
+      else if (verb == "midframe")
+        t.fault_mid_frame(fraction);
       read_cmd();
     });
   };

@@ -90,10 +90,20 @@ struct run_outcome {
   int exit_code = exit_ok;
 };
 
+/// What the runner tells a hook about the load right now.
+struct load_view {
+  sim_ns now = 0;
+  uint64_t ready = 0;   ///< sessions ready (ws: as of the workers' last once-a-second reports)
+  uint64_t devices = 0; ///< devices of the whole population
+  /// ws: sends a command to every worker: "slow FRACTION MS" (slow readers), "midframe FRACTION"
+  /// (half a frame, then drop). Does nothing for the other transports.
+  std::function<void(const std::string&)> tell_workers;
+};
+
 /// Hooks for agner-chaos: called from the runner's thread.
 struct run_hooks {
-  /// About every 100 ms during the load phase, with the run's time.
-  std::function<void(sim_ns now)> during_load;
+  /// About every 100 ms during the load phase and the drain (it may block: the workers go on).
+  std::function<void(const load_view&)> during_load;
   /// Once, after the load phase and before the drain: heal everything.
   std::function<void()> before_drain;
   /// Every progress line (also when not printed).

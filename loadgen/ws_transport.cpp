@@ -1,9 +1,12 @@
 #include "loadgen/ws_transport.hpp"
 
 #include "chat/protocol.hpp"
+#include "runtime/hash.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
@@ -71,6 +74,40 @@ public:
       do_write();
   }
 
+  /// Stops reading for `pause`, then reads on.
+  void stall(std::chrono::milliseconds pause) {
+    if (done_ || !open_ || stalled_)
+      return;
+    stalled_ = true;
+    auto t = std::make_shared<net::steady_timer>(t_.io_, pause);
+    t->async_wait([self = shared_from_this(), t](beast::error_code) {
+      self->stalled_ = false;
+      if (self->read_wanted_ && !self->done_) {
+        self->read_wanted_ = false;
+        self->do_read();
+      }
+    });
+  }
+
+  /// Writes the first half of a masked text frame straight to the socket, then drops it.
+  void cut_mid_frame() {
+    if (done_ || !open_ || writing_)
+      return;
+    auto raw = std::make_shared<std::string>();
+    std::string payload = R"({"op":"heartbeat","ref":"cut-mid-frame"})";
+    raw->push_back(static_cast<char>(0x81));                          // FIN, text
+    raw->push_back(static_cast<char>(0x80 | payload.size()));         // masked, length < 126
+    const char mask[4] = {0x11, 0x22, 0x33, 0x44};
+    raw->append(mask, 4);
+    for (size_t i = 0; i < payload.size() / 2; ++i)
+      raw->push_back(static_cast<char>(payload[i] ^ mask[i % 4]));
+    writing_ = true;
+    net::async_write(ws_.next_layer(), net::buffer(*raw), [self = shared_from_this(), raw](beast::error_code, size_t) {
+      self->writing_ = false;
+      self->fail();
+    });
+  }
+
   void close() {
     if (done_ || closing_)
       return;
@@ -109,13 +146,15 @@ private:
   void on_read(beast::error_code ec) {
     if (ec)
       return fail();
+    if (stalled_)
+      read_wanted_ = true; // handle this message now, read the next after the stall
     auto data = buf_.cdata();
     if (t_.d_)
       t_.d_->on_frame(slot_, std::string_view(static_cast<const char*>(data.data()), data.size()), t_.now_());
     buf_.consume(buf_.size());
     if (buf_.capacity() > 64 * 1024)
       buf_.shrink_to_fit();
-    if (!done_)
+    if (!done_ && !stalled_)
       do_read();
   }
 
@@ -161,7 +200,7 @@ private:
   std::deque<std::string> queue_;
   std::string identify_;
   std::string host_;
-  bool open_ = false, writing_ = false, closing_ = false, done_ = false;
+  bool open_ = false, writing_ = false, closing_ = false, done_ = false, stalled_ = false, read_wanted_ = false;
 };
 
 ws_transport::ws_transport(net::io_context& io, std::vector<node_target> nodes, ws_transport_options o,
@@ -215,5 +254,26 @@ void ws_transport::ack(uint32_t slot, uint64_t inbox_seq) {
 }
 
 void ws_transport::heartbeat(uint32_t slot) { write(slot, R"({"op":"heartbeat"})"); }
+
+namespace {
+/// Whether `slot` is among the `fraction` picked by fault number `round`.
+bool picked(uint32_t slot, uint64_t round, double fraction) {
+  return static_cast<double>(mix64(uint64_t{slot} << 32 ^ round) % 1'000'000) < fraction * 1e6;
+}
+} // namespace
+
+void ws_transport::fault_slow_readers(double fraction, std::chrono::milliseconds pause) {
+  ++fault_round_;
+  for (uint32_t s = 0; s < conns_.size(); ++s)
+    if (conns_[s] && picked(s, fault_round_, fraction))
+      conns_[s]->stall(pause);
+}
+
+void ws_transport::fault_mid_frame(double fraction) {
+  ++fault_round_;
+  for (uint32_t s = 0; s < conns_.size(); ++s)
+    if (conns_[s] && picked(s, fault_round_, fraction))
+      conns_[s]->cut_mid_frame();
+}
 
 } // namespace agner::loadgen

@@ -51,6 +51,13 @@ public:
   /// Connections currently open or opening.
   size_t connections() const noexcept { return live_; }
 
+  // Client faults for agner-chaos. Each picks about `fraction` of the open connections.
+  /// Slow readers: stop reading for `pause` (the node's outbound queue fills; it may close them
+  /// as too slow, and their messages must come back through resume).
+  void fault_slow_readers(double fraction, std::chrono::milliseconds pause);
+  /// Half a frame, then the TCP connection drops (a phone losing its network mid-send).
+  void fault_mid_frame(double fraction);
+
   class connection;
 
 private:
@@ -66,6 +73,7 @@ private:
   driver* d_ = nullptr;
   std::vector<std::shared_ptr<connection>> conns_; // by slot
   size_t live_ = 0;
+  uint64_t fault_round_ = 0;
 };
 
 } // namespace agner::loadgen

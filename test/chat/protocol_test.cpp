@@ -107,7 +107,7 @@ TEST_CASE("server frames are valid JSON with ids as strings and escaped text") {
   CHECK(h.at("messages").as_array().size() == 2);
   CHECK(h.at("more").as_bool());
   check(encode_hello(30000, "node-1"));
-  check(encode_ready("1", 9, "phone", 0));
+  check(encode_ready("1", 9, "phone", 0, 0));
   check(encode_stored("3", 77, 4, 99, "n"));
   check(encode_heartbeat_ack("4"));
 }

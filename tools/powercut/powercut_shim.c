@@ -7,7 +7,7 @@
  * Configuration (read once: at load time, or at the first open if libc had no environment yet):
  *   POWERCUT_DATA_DIR      the data directory; files directly in it are tracked, except names
  *                          ending in "lock.mdb" (LMDB's lock file holds no data)
- *   POWERCUT_SHADOW_DIR  where the shadows live, one per tracked file, same name
+ *   POWERCUT_SHADOW_DIR    where the shadows live, one per tracked file, same name
  * With either unset the shim passes every call straight through.
  *
  * Plain C, no sanitizers: it is preloaded in front of ASan's runtime and must not depend on it. */

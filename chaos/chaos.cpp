@@ -29,9 +29,6 @@ using clk = std::chrono::steady_clock;
 using loadgen::ns_per_ms;
 using loadgen::ns_per_s;
 
-namespace {
-
-/// A port nothing listens on right now (bound, then released).
 uint16_t free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0)
@@ -47,6 +44,8 @@ uint16_t free_port() {
   ::close(fd);
   return ntohs(a.sin_port);
 }
+
+namespace {
 
 size_t file_size(const std::string& path) {
   std::error_code ec;

@@ -16,6 +16,9 @@ namespace agner::chaos {
 
 using loadgen::sim_ns;
 
+/// A loopback port nothing listens on right now (bound, then released).
+uint16_t free_port();
+
 /// How to run one agner-node process.
 struct node_spec {
   std::string binary;       ///< path to agner-node

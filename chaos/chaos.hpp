@@ -1,6 +1,7 @@
 // agner-chaos: starts node processes, drives them with agner-loadgen over WebSocket, injects
-// faults on a seeded schedule (kill, pause, power cut, slow readers, mid-frame disconnects),
-// heals, drains, and judges the run with the loadgen's accounting (docs/chaos.md).
+// faults on a seeded schedule (kill, pause, power cut, disk full, fsync failure, slow readers,
+// mid-frame disconnects), heals, drains, and judges the run with the loadgen's accounting
+// (docs/chaos.md).
 #pragma once
 
 #include "loadgen/run.hpp"
@@ -27,6 +28,9 @@ struct node_spec {
   std::vector<std::string> extra_args; ///< more --key=value flags
   /// Power-loss mode: run under the power-cut shim; its shadows live here.
   std::string powercut_shadow_dir;
+  /// Run under libfiu's POSIX preload with remote control over named pipes at this prefix
+  /// (fiu-run's -f), so that `fail_fsync` can make fsync/fdatasync fail. Empty: no libfiu.
+  std::string fiu_fifo_prefix;
 };
 
 /// One agner-node process: start, kill, pause, power cut, restart. Owns its pid; kills it on
@@ -48,6 +52,9 @@ public:
   uint64_t power_cut();
   void pause();
   void resume();
+  /// From now on every fsync and fdatasync of the process fails with EIO (libfiu, through
+  /// fiu-ctrl). Throws if the node does not run under libfiu or fiu-ctrl fails.
+  void fail_fsync();
   /// SIGTERM and wait for the exit code (nullopt on timeout, then SIGKILL).
   std::optional<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
@@ -73,6 +80,8 @@ enum class fault_kind : uint8_t {
   power_cut,   ///< SIGKILL, drop un-fsynced writes, restart (power-loss mode)
   slow_readers,///< a share of the phones stops reading for `duration`
   mid_frame,   ///< a share of the phones sends half a frame and drops the connection
+  disk_full,   ///< the node's file system fills up for `duration`, then frees again
+  fsync_failure, ///< fsync/fdatasync start failing (libfiu); the node must stop, and is restarted
 };
 std::string_view to_string(fault_kind k) noexcept;
 
@@ -92,6 +101,8 @@ struct schedule_options {
   uint32_t pauses = 1;
   uint32_t slow_readers = 1;
   uint32_t mid_frames = 1;
+  uint32_t disk_fulls = 0;     ///< needs chaos_options::disk_mb (a tmpfs per node, mounted as root)
+  uint32_t fsync_failures = 0; ///< runs the nodes under libfiu
   bool power_loss = false;
   /// No fault in the first and last seconds of the load (connect, and let the last one heal).
   double margin_s = 3;
@@ -111,6 +122,13 @@ struct chaos_options {
   /// store.durability for the nodes: "sync" (default) or "unsafe_nosync" (to prove the test
   /// catches a lost write in power-loss mode).
   std::string durability = "sync";
+  /// Disk-full faults: each node's data directory is a tmpfs of this many MiB (mounted by the
+  /// run, so it needs root or CAP_SYS_ADMIN), and the nodes reserve no disk ahead
+  /// (store.disk_reserve_mb=0) so that a full disk is felt at once.
+  uint32_t disk_mb = 256;
+  /// A full disk is held for its scheduled duration, then until the node refused a commit (it
+  /// first uses up the space it reserved), but never longer than this.
+  sim_ns disk_full_max = 30 * loadgen::ns_per_s;
   /// Fraction of the phones hit by one slow-readers or mid-frame fault.
   double client_fault_fraction = 0.05;
   /// Print the schedule and each fault as it happens.
@@ -126,6 +144,10 @@ struct fault_record {
   /// From the fault to every device ready again. -1: not before the next fault or the end.
   sim_ns resumed_after = -1;
   uint64_t bytes_discarded = 0; ///< power cut: un-fsynced bytes thrown away
+  uint64_t filled_bytes = 0;    ///< disk full: bytes the filler took
+  /// Disk full: commits the node refused with no_space meanwhile (its metrics); fsync failure:
+  /// 1 if the node stopped on the failed fsync, as it must. -1: not measured.
+  int64_t store_errors = -1;
 };
 
 struct chaos_result {
@@ -137,6 +159,11 @@ struct chaos_result {
   std::string summary() const;
   std::string to_json() const;
 };
+
+/// Takes all free space of the file system holding `dir` with a file `dir`/chaos-filler; returns
+/// its size. `release_disk` removes it.
+uint64_t fill_disk(const std::string& dir);
+void release_disk(const std::string& dir);
 
 /// Runs the whole thing: nodes up, load with faults, heal, drain, verdict (strict accounting).
 chaos_result run(const chaos_options& o);

@@ -25,6 +25,8 @@ void chat_node_options::bind(config_schema& s) {
   s.add_mib("store.map_size_mb", &store.map_size_bytes, "largest size of the LMDB data file", 1, size_t{1} << 24);
   s.add("store.flush_window_ms", &store.flush_window_ms, "how long derived state may stay dirty in the write-back cache", 0,
         3'600'000);
+  s.add_mib("store.disk_reserve_mb", &store.disk_reserve_bytes,
+            "disk space reserved ahead of the data file, so a full disk fails a commit cleanly", 0, 1 << 16);
   s.add_mib("store.cache_mb", &store.cache_budget_bytes, "write-back cache budget per shard", 1, 1 << 20);
   store_durability = std::string(store::to_string(store.durability));
   s.add_choice("store.durability", &store_durability,

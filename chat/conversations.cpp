@@ -130,7 +130,7 @@ void conversation_shard::handle(conv_ops::tick&) {
     else
       ++it;
   }
-  core_.conversations().cast_later(ctx_.index(), core_.options().tick_interval * 5, conv_ops::tick{});
+  core_.conversations().cast_later(ctx_.index(), evict_interval(core_.options()), conv_ops::tick{});
 }
 
 void conversation_shard::handle(conv_ops::committed& m) {

@@ -45,7 +45,7 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
   for (uint32_t i = 0; i < opts_.user_shards; ++i)
     users_->cast_later(i, opts_.tick_interval, user_ops::tick{});
   for (uint32_t i = 0; i < opts_.conversation_shards; ++i)
-    convs_->cast_later(i, opts_.tick_interval * 5, conv_ops::tick{});
+    convs_->cast_later(i, evict_interval(opts_), conv_ops::tick{});
 }
 
 chat_core::~chat_core() { stop(); }

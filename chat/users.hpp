@@ -133,6 +133,8 @@ private:
   /// Writes dirty users to the cache and flushes everything with a checkpoint mark; returns
   /// the flush's ticket (0 if there was nothing to write).
   store::flush_ticket checkpoint();
+  /// Resolves the final-checkpoint waiters once no flush is in flight.
+  void settle_final_waiters();
 
   shard_context<view>& ctx_;
   chat_core& core_;
@@ -141,7 +143,9 @@ private:
   uint64_t applied_max_ = 0;        ///< highest log position folded into this shard
   uint64_t checkpointed_ = 0;       ///< applied_max_ at the last checkpoint
   time_point last_checkpoint_{};
-  std::map<store::flush_ticket, std::shared_ptr<std::promise<void>>> final_waiters_;
+  std::vector<std::shared_ptr<std::promise<void>>> final_waiters_; ///< set once no flush is in flight
+  bool final_ = false;              ///< the final checkpoint was taken: write nothing more
+
 };
 
 } // namespace agner::chat

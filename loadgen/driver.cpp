@@ -118,7 +118,9 @@ uint32_t driver::slot_of(phone_id p, device_id d) const noexcept { return first_
 size_t driver::memory_bytes() const noexcept {
   return first_slot_.capacity() * sizeof(uint32_t) + devs_.capacity() * sizeof(device_state) +
          outbox_.size() * (sizeof(send_key) + sizeof(outgoing) + 2 * sizeof(void*)) + outbox_.bucket_count() * sizeof(void*) +
-         reconnect_at_.capacity() * sizeof(reconnect_at_[0]) + json_buf_.capacity();
+         outbox_by_slot_.size() * (sizeof(uint32_t) + sizeof(std::vector<uint64_t>) + 2 * sizeof(void*) + sizeof(uint64_t)) +
+         outbox_by_slot_.bucket_count() * sizeof(void*) + reconnect_at_.capacity() * sizeof(reconnect_at_[0]) +
+         json_buf_.capacity();
 }
 
 void driver::step(sim_ns now) {
@@ -156,8 +158,10 @@ void driver::handle(const event& e, sim_ns now) {
     break; // the protocol has no typing notification yet
   case action::send: {
     auto [it, added] = outbox_.try_emplace(send_key{e.phone, e.nonce}, outgoing{e.peer, e.device, 0, false});
-    if (added)
+    if (added) {
       ++stats_.outbox;
+      outbox_by_slot_[slot].push_back(e.nonce);
+    }
     if (d.state == conn::ready)
       transmit(slot, e.phone, e.nonce, it->second, now);
     break;
@@ -205,10 +209,26 @@ void driver::transmit(uint32_t slot, phone_id p, uint64_t nonce, outgoing& o, si
 }
 
 void driver::flush_outbox(uint32_t slot, sim_ns now) {
-  auto& d = devs_[slot];
-  for (auto& [k, o] : outbox_)
-    if (k.phone == d.phone && o.device == d.device)
-      transmit(slot, k.phone, k.nonce, o, now);
+  auto mine = outbox_by_slot_.find(slot);
+  if (mine == outbox_by_slot_.end())
+    return;
+  phone_id p = devs_[slot].phone;
+  for (uint64_t nonce : mine->second)
+    if (auto it = outbox_.find(send_key{p, nonce}); it != outbox_.end())
+      transmit(slot, p, nonce, it->second, now);
+}
+
+void driver::outbox_erase(uint32_t slot, uint64_t nonce) {
+  auto mine = outbox_by_slot_.find(slot);
+  if (mine == outbox_by_slot_.end())
+    return;
+  auto& v = mine->second;
+  if (auto it = std::find(v.begin(), v.end(), nonce); it != v.end()) {
+    *it = v.back();
+    v.pop_back();
+  }
+  if (v.empty())
+    outbox_by_slot_.erase(mine);
 }
 
 void driver::maybe_ack(uint32_t slot, sim_ns now) {
@@ -232,12 +252,18 @@ void driver::sweep(sim_ns now) {
     if (d.want && d.state == conn::offline)
       open(slot, now);
   }
-  for (auto& [k, o] : outbox_)
-    if (o.next_try <= now) {
-      uint32_t slot = slot_of(k.phone, o.device);
-      if (devs_[slot].state == conn::ready)
-        transmit(slot, k.phone, k.nonce, o, now);
-    }
+  // Resends are due seconds apart: a walk every 50 ms is late by at most that, and keeps a large
+  // outbox from being walked on every step.
+  constexpr sim_ns retry_walk_ns = 50 * ns_per_ms;
+  if (now >= next_retry_walk_) {
+    next_retry_walk_ = now + retry_walk_ns;
+    for (auto& [k, o] : outbox_)
+      if (o.next_try <= now) {
+        uint32_t slot = slot_of(k.phone, o.device);
+        if (devs_[slot].state == conn::ready)
+          transmit(slot, k.phone, k.nonce, o, now);
+      }
+  }
   if (heartbeats)
     for (uint32_t slot = 0; slot < devs_.size(); ++slot) {
       auto& d = devs_[slot];
@@ -329,7 +355,9 @@ void driver::handle_frame(uint32_t slot, std::string_view text, sim_ns now) {
       return;
     rec_.stored(d.phone, *nonce, id_field(o, "conversation").value_or(0), id_field(o, "seq").value_or(0),
                 id_field(o, "id").value_or(0), now);
-    if (outbox_.erase(send_key{d.phone, *nonce})) {
+    if (auto it = outbox_.find(send_key{d.phone, *nonce}); it != outbox_.end()) {
+      outbox_erase(slot_of(d.phone, it->second.device), *nonce);
+      outbox_.erase(it);
       --stats_.outbox;
       ++stats_.stored;
       ++tl_.at(now).stored;

@@ -149,6 +149,7 @@ private:
   void open(uint32_t slot, sim_ns now);
   void transmit(uint32_t slot, phone_id p, uint64_t nonce, outgoing& o, sim_ns now);
   void flush_outbox(uint32_t slot, sim_ns now);
+  void outbox_erase(uint32_t slot, uint64_t nonce);
   void maybe_ack(uint32_t slot, sim_ns now);
   void sweep(sim_ns now);
   void handle_frame(uint32_t slot, std::string_view text, sim_ns now);
@@ -173,6 +174,10 @@ private:
     size_t operator()(const send_key& k) const noexcept;
   };
   std::unordered_map<send_key, outgoing, send_key_hash> outbox_; // sends not yet stored
+  // The outbox by device slot (nonces), so a ready flushes its own sends without walking
+  // everyone's: a reconnect storm of a million phones made that quadratic.
+  std::unordered_map<uint32_t, std::vector<uint64_t>> outbox_by_slot_;
+  sim_ns next_retry_walk_ = 0; // the outbox is walked for retries at most every retry_walk_ns
   std::vector<std::pair<sim_ns, uint32_t>> reconnect_at_; // min-heap of (when, slot)
   sim_ns last_sweep_ = 0;
   sim_ns last_frame_ = 0;

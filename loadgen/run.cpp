@@ -674,7 +674,7 @@ void run_options::bind(config_schema& s) {
   s.add("drain_quiet_s", &drain_quiet_s, "the drain ends after this long without a frame", 0, 3600);
   s.add_choice("transport", &transport, "ws: worker processes over WebSocket; inproc: embedded node; null: the generator's ceiling",
                {"ws", "inproc", "null"});
-  s.add("workers", &workers, "ws: worker processes (each holds up to ~19k connections)", 1, 200);
+  s.add("workers", &workers, "ws: worker processes (plan ~9k connections each: one source address per worker)", 1, 200);
   s.add("nodes", &nodes, "ws: nodes as host:port, comma-separated");
   s.add("node_dirs", &node_dirs, "ws: each node's data directory (admin.token, secret.key), comma-separated");
   s.add("source_base", &source_base, "ws: worker w binds this IPv4 address + w (empty: any)");

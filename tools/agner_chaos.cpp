@@ -41,6 +41,13 @@ int main(int argc, char** argv) {
   s.add("chaos.pauses", &o.faults.pauses, "SIGSTOP/SIGCONT pauses", 0, 100'000);
   s.add("chaos.slow_readers", &o.faults.slow_readers, "rounds of slow readers", 0, 100'000);
   s.add("chaos.mid_frames", &o.faults.mid_frames, "rounds of mid-frame disconnects", 0, 100'000);
+  s.add("chaos.disk_fulls", &o.faults.disk_fulls, "disk-full faults (each node's data on a tmpfs; needs root)", 0, 100'000);
+  s.add("chaos.disk_mb", &o.disk_mb, "size of each node's tmpfs with chaos.disk_fulls", 1, 1 << 20);
+  double disk_full_max_s = 30;
+  s.add("chaos.disk_full_max_s", &disk_full_max_s, "hold a full disk at most this long while waiting for it to be felt", 1,
+        3600);
+  s.add("chaos.fsync_failures", &o.faults.fsync_failures, "fsync/fdatasync failures through libfiu (the node must stop)", 0,
+        100'000);
   s.add("chaos.client_fault_fraction", &o.client_fault_fraction, "share of phones one client fault hits", 0, 1);
   s.add("chaos.power_loss", &o.faults.power_loss, "kills are power cuts: un-fsynced writes are thrown away");
   s.add_choice("chaos.durability", &o.durability, "the nodes' store.durability (unsafe_nosync must be caught)",
@@ -61,6 +68,7 @@ int main(int argc, char** argv) {
     return exit_config;
   }
   o.faults.nodes = nodes;
+  o.disk_full_max = static_cast<agner::loadgen::sim_ns>(disk_full_max_s * 1e9);
   o.faults.seed = static_cast<uint64_t>(o.load.seed);
   o.faults.duration_s = o.load.duration_s;
   try {

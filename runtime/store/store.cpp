@@ -58,8 +58,6 @@ uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {
     std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
-// Disk reserved ahead of the data file's end in one fallocate, so most commits need none.
-constexpr size_t reserve_chunk_bytes = size_t{8} << 20;
 // Worst-case pages a state put or delete dirties beyond its bytes: the path from root to leaf.
 constexpr size_t pages_per_random_write = 4;
 // Slack for branch pages and the free list LMDB writes at commit.
@@ -325,7 +323,7 @@ int node_store::reserve_disk(size_t estimate) {
   size_t need = std::min(env_->used_bytes() + estimate, env_->map_size());
   if (need <= reserved_end_)
     return 0;
-  size_t want = std::min(need + reserve_chunk_bytes, env_->map_size());
+  size_t want = std::min(need + options_.disk_reserve_bytes, env_->map_size());
   int rc = env_->reserve(reserved_end_, want);
   if (lmdb::is_no_space(rc)) {
     want = need;

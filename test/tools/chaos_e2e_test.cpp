@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -163,4 +164,52 @@ TEST_CASE("agner-chaos power-loss mode catches the loss when durability is switc
   json::object r;
   CHECK(power_loss_run(dir.path(), "unsafe_nosync", 3, r) == 1);
   CHECK(at(r.at("load").as_object(), {"lost", "deliveries"}) > 0);
+}
+
+TEST_CASE("agner-chaos: a full disk and failing fsyncs under load lose nothing acknowledged") {
+  // Disk-full faults mount a tmpfs per node, which needs root; without it the run keeps the
+  // fsync failures (libfiu works unprivileged) and says what it left out.
+  bool root = ::geteuid() == 0;
+  if (!root)
+    MESSAGE("not root: the disk-full faults are skipped (a tmpfs mount needs CAP_SYS_ADMIN)");
+  temp_dir dir;
+  auto log = dir.path() + "/chaos.log";
+  auto out = dir.path() + "/out";
+  auto cmd = fmt::format("{} --phones=1000 --duration_s=40 --seed=5 --sends_per_online_minute=30 --body_bytes=2000 --chaos.kills=1 "
+                         "--chaos.pauses=0 --chaos.slow_readers=0 --chaos.mid_frames=0 --chaos.disk_fulls={} "
+                         "--chaos.disk_mb=256 --chaos.fsync_failures=2 --chaos.work_dir={}/work --out_dir={}",
+                         AGNER_CHAOS_PATH, root ? 2 : 0, dir.path(), out);
+  int code = run(cmd, log);
+  INFO("chaos output: " << tail(log, 8000));
+  CHECK(code == 0);
+  REQUIRE(fs::exists(out + "/chaos.json"));
+  auto r = read_json(out + "/chaos.json");
+  int64_t refused = 0, disk_fulls = 0, fsync_faults = 0;
+  for (auto& f : r.at("faults").as_array()) {
+    auto kind = f.at("kind").as_string();
+    if (kind == "disk_full") {
+      ++disk_fulls;
+      CHECK(f.at("filled_bytes").to_number<int64_t>() > 0);
+      refused += std::max<int64_t>(0, f.at("store_errors").to_number<int64_t>());
+    }
+    if (kind == "fsync_failure") {
+      ++fsync_faults;
+      // The store must stop rather than acknowledge after a failed fsync; the run restarted it.
+      CHECK(f.at("store_errors").to_number<int64_t>() == 1);
+      CHECK(f.at("serving_after_s").to_number<double>() > 0);
+    }
+  }
+  CHECK(fsync_faults == 2);
+  if (root) {
+    CHECK(disk_fulls == 2);
+    CHECK(refused > 0); // the faults were felt: the node refused commits while the disk was full
+  }
+  CHECK(at(r, {"node_deaths"}) == 0);
+  auto& load = r.at("load").as_object();
+  CHECK(load.at("run").at("drained").as_bool());
+  CHECK(at(load, {"messages", "stored"}) > 500);
+  CHECK(at(load, {"lost", "deliveries"}) == 0);
+  CHECK(at(load, {"unexpected", "deliveries"}) == 0);
+  CHECK(at(load, {"duplicates", "deliveries"}) == 0);
+  CHECK(at(load, {"order_violations", "deliveries"}) == 0);
 }

@@ -30,3 +30,16 @@ function(agner_test name)
     doctest_discover_tests(${name} TEST_PREFIX "${name}: ")
   endif()
 endfunction()
+
+# agner_preload_shim(NAME SOURCES...): an LD_PRELOAD library in plain C, never sanitized (it is
+# preloaded in front of ASan's runtime), exporting only what it marks visible.
+function(agner_preload_shim name)
+  add_library(${name} SHARED ${ARGN})
+  set_target_properties(${name} PROPERTIES
+    POSITION_INDEPENDENT_CODE ON
+    C_STANDARD 11
+    C_VISIBILITY_PRESET hidden)
+  target_compile_options(${name} PRIVATE -Wall -Wextra -fno-sanitize=all)
+  target_link_options(${name} PRIVATE -fno-sanitize=all -Wl,--no-undefined)
+  target_link_libraries(${name} PRIVATE ${CMAKE_DL_LIBS})
+endfunction()

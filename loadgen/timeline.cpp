@@ -86,6 +86,8 @@ set ylabel 'per second'
 set y2label 'sessions ready'
 set ytics nomirror
 set y2tics
+set yrange [0:*]
+set y2range [0:*]
 plot '{0}' using 1:2 every ::1 with lines title 'sent', \
      '{0}' using 1:4 every ::1 with lines title 'delivered', \
      '{0}' using 1:5 every ::1 with impulses title 'errors', \

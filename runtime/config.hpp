@@ -57,7 +57,9 @@ public:
   /// Applies a TOML document given as text (used by load and by tests).
   void apply_toml(std::string_view text, std::string_view source);
 
-  std::string help(std::string_view program, std::string_view summary) const;
+  /// `environment`: whether the program reads AGNER_* variables (the tools that drive nodes do
+  /// not: those variables belong to the node).
+  std::string help(std::string_view program, std::string_view summary, bool environment = true) const;
   /// Every key with its current value, as "key = value" lines (for `--print-config`, logs).
   std::string dump() const;
 

@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
     auto out = s.load(std::vector<std::string>(argv + 1, argv + argc), [](const std::string&) { return std::nullopt; }, {});
     if (out.help) {
       fmt::print("{}", s.help("agner-chaos", "agner-chaos: kill nodes under load and prove nothing acknowledged is lost "
-                                             "(docs/chaos.md)"));
+                                             "(docs/chaos.md)",
+                              false));
       return 0;
     }
     o.load.population();

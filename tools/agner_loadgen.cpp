@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
     auto out = schema.load(std::vector<std::string>(argv + 1, argv + argc), [](const std::string&) { return std::nullopt; }, {});
     if (out.help) {
       fmt::print("{}", schema.help("agner-loadgen", "agner-loadgen: simulated phones against agner nodes, every message "
-                                                    "accounted for (docs/loadgen.md)"));
+                                                    "accounted for (docs/loadgen.md)",
+                                   false));
       return 0;
     }
     o.population(); // rejects a bad preset or override before anything starts

@@ -73,7 +73,11 @@ int64_t at(const json::object& o, std::initializer_list<std::string_view> path) 
 
 TEST_CASE("agner-loadgen: three thousand WebSocket phones over two workers, nothing lost") {
   temp_dir dir;
-  agner::chaos::node_handle node({AGNER_NODE_PATH, dir.path() + "/node", agner::chaos::free_port(), {}, {}});
+  agner::chaos::node_spec spec;
+  spec.binary = AGNER_NODE_PATH;
+  spec.data_dir = dir.path() + "/node";
+  spec.port = agner::chaos::free_port();
+  agner::chaos::node_handle node(spec);
   node.start();
   auto log = dir.path() + "/loadgen.log";
   auto out = dir.path() + "/out";

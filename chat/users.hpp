@@ -145,7 +145,6 @@ private:
   time_point last_checkpoint_{};
   std::vector<std::shared_ptr<std::promise<void>>> final_waiters_; ///< set once no flush is in flight
   bool final_ = false;              ///< the final checkpoint was taken: write nothing more
-
 };
 
 } // namespace agner::chat

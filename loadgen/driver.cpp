@@ -223,10 +223,9 @@ void driver::outbox_erase(uint32_t slot, uint64_t nonce) {
   if (mine == outbox_by_slot_.end())
     return;
   auto& v = mine->second;
-  if (auto it = std::find(v.begin(), v.end(), nonce); it != v.end()) {
-    *it = v.back();
-    v.pop_back();
-  }
+  // Erase in place (a device has few sends waiting), so resends keep the order of the first sends.
+  if (auto it = std::find(v.begin(), v.end(), nonce); it != v.end())
+    v.erase(it);
   if (v.empty())
     outbox_by_slot_.erase(mine);
 }

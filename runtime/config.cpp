@@ -246,17 +246,13 @@ config_schema::outcome config_schema::load(int argc, char** argv) {
 }
 
 std::string config_schema::help(std::string_view program, std::string_view summary, bool environment) const {
-  std::string out =
-    environment ? fmt::format("{}\n\nUsage: {} [--config FILE] [--key=value ...]\n\n"
-                              "Each key can also be set in the TOML file (dotted keys are tables) or\n"
-                              "in the environment (AGNER_ + key in upper case, '.' -> '_').\n"
-                              "Precedence: defaults < file < environment < flags.\n\n",
-                              summary, program)
-                : fmt::format("{}\n\nUsage: {} [--config FILE] [--key=value ...]\n\n"
-                              "Each key can also be set in the TOML file (dotted keys are tables); the\n"
-                              "environment is not read (AGNER_* variables belong to agner-node).\n"
-                              "Precedence: defaults < file < flags.\n\n",
-                              summary, program);
+  std::string out = fmt::format("{}\n\nUsage: {} [--config FILE] [--key=value ...]\n\n", summary, program);
+  out += environment ? "Each key can also be set in the TOML file (dotted keys are tables) or\n"
+                       "in the environment (AGNER_ + key in upper case, '.' -> '_').\n"
+                       "Precedence: defaults < file < environment < flags.\n\n"
+                     : "Each key can also be set in the TOML file (dotted keys are tables); the\n"
+                       "environment is not read (AGNER_* variables belong to agner-node).\n"
+                       "Precedence: defaults < file < flags.\n\n";
   for (auto& [k, e] : entries_)
     out += fmt::format("  --{:<28} {} [{}; default {}]\n", k, e.help, e.type, e.show());
   return out;

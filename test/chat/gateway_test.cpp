@@ -176,7 +176,7 @@ TEST_CASE("a forged token closes with 4004") {
   CHECK(c.close_code() == 4004);
 }
 
-TEST_CASE("malformed JSON closes with 4002; an unknown op only gets an error") {
+TEST_CASE("malformed JSON closes with 4002, and an unknown op only gets an error") {
   fixture f;
   auto t = f.token_for("alice");
   client c(f);

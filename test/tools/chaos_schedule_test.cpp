@@ -33,7 +33,7 @@ schedule_options busy(uint64_t seed) {
 
 } // namespace
 
-TEST_CASE("the same seed replays the same schedule; another seed draws another") {
+TEST_CASE("the same seed replays the same schedule, and another seed draws another") {
   CHECK(make_schedule(busy(42)) == make_schedule(busy(42)));
   CHECK(make_schedule(busy(42)) != make_schedule(busy(43)));
 }

@@ -106,6 +106,34 @@ uint64_t agner_fanin(int producers, uint64_t per_producer, uint32_t shards) {
   return producers * per_producer;
 }
 
+/// Raw CAF sending agner's own message type (write_env<count_msg>, an unsafe message type) instead
+/// of a builtin uint64_t: separates what CAF charges for a custom type from what agner adds.
+uint64_t caf_fanin_env(int producers, uint64_t per_producer, uint32_t shards) {
+  system_holder holder;
+  auto* sys = holder.sys.get();
+  finish_line fin(static_cast<int>(shards));
+  uint64_t quota = producers * per_producer / shards;
+  std::vector<caf::actor> actors;
+  for (uint32_t s = 0; s < shards; ++s)
+    actors.push_back(sys->spawn([quota, &fin](caf::event_based_actor*) -> caf::behavior {
+      auto seen = std::make_shared<uint64_t>(0);
+      return {[=, &fin](write_env<count_msg>&) {
+        if (++*seen == quota)
+          fin.arrive();
+      }};
+    }));
+  std::vector<std::thread> ts;
+  for (int p = 0; p < producers; ++p)
+    ts.emplace_back([&, p] {
+      for (uint64_t i = 0; i < per_producer; ++i)
+        caf::anon_send(actors[(i + p) % shards], write_env<count_msg>{count_msg{i}});
+    });
+  for (auto& t : ts)
+    t.join();
+  fin.done.get_future().wait();
+  return producers * per_producer;
+}
+
 uint64_t caf_fanin(int producers, uint64_t per_producer, uint32_t shards) {
   system_holder holder;
   auto* sys = holder.sys.get();
@@ -312,8 +340,12 @@ int main() {
                          [&] { return caf_fanin(producers, per_producer / producers, shards); });
     auto agner_r = measure(fmt::format("fan-in agner cast, {} producer(s)", producers), n,
                            [&] { return agner_fanin(producers, per_producer / producers, shards); });
+    auto caf_env = measure(fmt::format("fan-in raw CAF, agner's message type, {} producer(s)", producers), n,
+                           [&] { return caf_fanin_env(producers, per_producer / producers, shards); });
     report(caf_r);
+    report(caf_env, &caf_r);
     report(agner_r, &caf_r);
+    report(agner_r, &caf_env);
     if (producers == 1) {
       auto erl = run_erlang(1, per_producer, shards, pingpong, ring, rounds, n);
       auto erl_fanin = bench::from_samples("fan-in Erlang/OTP 25, 1 producer", erl["fanin"]);

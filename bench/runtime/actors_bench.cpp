@@ -106,9 +106,10 @@ uint64_t agner_fanin(int producers, uint64_t per_producer, uint32_t shards) {
   return producers * per_producer;
 }
 
-/// Raw CAF sending agner's own message type (write_env<count_msg>, an unsafe message type) instead
-/// of a builtin uint64_t: separates what CAF charges for a custom type from what agner adds.
-uint64_t caf_fanin_env(int producers, uint64_t per_producer, uint32_t shards) {
+/// Raw CAF: P producer threads anon_send `make(i)` round-robin to K actors that count.
+template <class Make>
+uint64_t caf_fanin_of(int producers, uint64_t per_producer, uint32_t shards, Make make) {
+  using msg_type = decltype(make(uint64_t{0}));
   system_holder holder;
   auto* sys = holder.sys.get();
   finish_line fin(static_cast<int>(shards));
@@ -117,7 +118,7 @@ uint64_t caf_fanin_env(int producers, uint64_t per_producer, uint32_t shards) {
   for (uint32_t s = 0; s < shards; ++s)
     actors.push_back(sys->spawn([quota, &fin](caf::event_based_actor*) -> caf::behavior {
       auto seen = std::make_shared<uint64_t>(0);
-      return {[=, &fin](write_env<count_msg>&) {
+      return {[=, &fin](msg_type&) {
         if (++*seen == quota)
           fin.arrive();
       }};
@@ -126,33 +127,7 @@ uint64_t caf_fanin_env(int producers, uint64_t per_producer, uint32_t shards) {
   for (int p = 0; p < producers; ++p)
     ts.emplace_back([&, p] {
       for (uint64_t i = 0; i < per_producer; ++i)
-        caf::anon_send(actors[(i + p) % shards], write_env<count_msg>{count_msg{i}});
-    });
-  for (auto& t : ts)
-    t.join();
-  fin.done.get_future().wait();
-  return producers * per_producer;
-}
-
-uint64_t caf_fanin(int producers, uint64_t per_producer, uint32_t shards) {
-  system_holder holder;
-  auto* sys = holder.sys.get();
-  finish_line fin(static_cast<int>(shards));
-  uint64_t quota = producers * per_producer / shards;
-  std::vector<caf::actor> actors;
-  for (uint32_t s = 0; s < shards; ++s)
-    actors.push_back(sys->spawn([quota, &fin](caf::event_based_actor*) -> caf::behavior {
-      auto seen = std::make_shared<uint64_t>(0);
-      return {[=, &fin](uint64_t) {
-        if (++*seen == quota)
-          fin.arrive();
-      }};
-    }));
-  std::vector<std::thread> ts;
-  for (int p = 0; p < producers; ++p)
-    ts.emplace_back([&, p] {
-      for (uint64_t i = 0; i < per_producer; ++i)
-        caf::anon_send(actors[(i + p) % shards], i);
+        caf::anon_send(actors[(i + p) % shards], make(i));
     });
   for (auto& t : ts)
     t.join();
@@ -160,6 +135,17 @@ uint64_t caf_fanin(int producers, uint64_t per_producer, uint32_t shards) {
   for (auto& a : actors)
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   return producers * per_producer;
+}
+
+/// The peer of issue 2: a builtin uint64_t per message.
+uint64_t caf_fanin(int producers, uint64_t per_producer, uint32_t shards) {
+  return caf_fanin_of(producers, per_producer, shards, [](uint64_t i) { return i; });
+}
+
+/// Raw CAF sending agner's own message type (write_env<count_msg>, an unsafe message type) instead
+/// of a builtin uint64_t: separates what CAF charges for a custom type from what agner adds.
+uint64_t caf_fanin_env(int producers, uint64_t per_producer, uint32_t shards) {
+  return caf_fanin_of(producers, per_producer, shards, [](uint64_t i) { return write_env<count_msg>{count_msg{i}}; });
 }
 
 // ---------------------------------------------------------------- ping-pong and ring

@@ -89,24 +89,42 @@ void add_preload(std::vector<std::string>& env, const std::string& libs) {
   env.push_back("ASAN_OPTIONS=" + asan);
 }
 
-/// Runs argv (no shell), output to `log`; the exit code, or -1.
-int run_command(const std::vector<std::string>& args, const std::string& log) {
+/// Forks and execs `args` with stdout and stderr appended to `log` and stdin from /dev/null; the
+/// child's pid (throws if fork fails). `env` null: this process's environment and a PATH lookup
+/// of args[0]; otherwise exactly `env` and args[0] as a path.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>* env) {
   pid_t pid = ::fork();
   if (pid < 0)
-    return -1;
+    throw std::runtime_error("fork failed");
   if (pid == 0) {
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       ::dup2(fd, STDOUT_FILENO);
       ::dup2(fd, STDERR_FILENO);
     }
-    std::vector<char*> argv;
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0)
+      ::dup2(devnull, STDIN_FILENO);
+    std::vector<char*> argv, envp;
     for (auto& a : args)
       argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
+    if (!env) {
+      ::execvp(argv[0], argv.data());
+    } else {
+      for (auto& e : *env)
+        envp.push_back(const_cast<char*>(e.c_str()));
+      envp.push_back(nullptr);
+      ::execve(argv[0], argv.data(), envp.data());
+    }
     _exit(127);
   }
+  return pid;
+}
+
+/// Runs args (no shell) to completion, output appended to `log`; the exit code, or -1.
+int run_command(const std::vector<std::string>& args, const std::string& log) {
+  pid_t pid = spawn(args, log, nullptr);
   int status = 0;
   if (::waitpid(pid, &status, 0) != pid)
     return -1;
@@ -149,28 +167,7 @@ std::chrono::nanoseconds node_handle::start(std::chrono::milliseconds timeout) {
     env.push_back("FIU_CTRL_FIFO=" + s_.fiu_fifo_prefix);
     add_preload(env, fiu_preload);
   }
-  pid_t pid = ::fork();
-  if (pid < 0)
-    throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-    }
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-      ::dup2(devnull, STDIN_FILENO);
-    std::vector<char*> argv, envp;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : env)
-      envp.push_back(e.data());
-    envp.push_back(nullptr);
-    ::execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
+  pid_t pid = spawn(args, log, &env);
   pid_ = pid;
   paused_ = false;
   // The node logs "chat node ready on HOST:PORT" once it accepts connections.

@@ -55,6 +55,7 @@ void timer::unlink() noexcept {
 
 timer_wheel::timer_wheel(duration tick, time_point start, int levels)
     : tick_(tick), start_(start), tick_rep_(static_cast<uint64_t>(tick.count())),
+      tick_recip_(tick.count() > 0 ? ~uint64_t{0} / static_cast<uint64_t>(tick.count()) : 0),
       start_rep_(static_cast<uint64_t>(start.time_since_epoch().count())), levels_(levels) {
   assert(tick.count() > 0 && "a tick must be a positive duration");
   assert(levels >= 1 && levels <= max_levels);
@@ -75,24 +76,6 @@ timer_wheel::~timer_wheel() {
 }
 
 // -- time conversion ----------------------------------------------------------------------------
-
-uint64_t timer_wheel::ticks_ceil(time_point t) const noexcept {
-  if (t <= start_)
-    return 0;
-  // t > start_, so the true difference is positive and fits in 64 unsigned bits even when the
-  // signed subtraction would overflow (time_point::max() minus a negative start).
-  uint64_t d = static_cast<uint64_t>(t.time_since_epoch().count()) - start_rep_;
-  uint64_t k = d / tick_rep_ + (d % tick_rep_ != 0);
-  return k < tick_limit ? k : tick_limit;
-}
-
-uint64_t timer_wheel::ticks_floor(time_point t) const noexcept {
-  if (t <= start_)
-    return 0;
-  uint64_t d = static_cast<uint64_t>(t.time_since_epoch().count()) - start_rep_;
-  uint64_t k = d / tick_rep_;
-  return k < tick_limit ? k : tick_limit;
-}
 
 time_point timer_wheel::time_of(uint64_t k) const noexcept {
   using rep = duration::rep;
@@ -162,13 +145,6 @@ void timer_wheel::erase(timer& t) noexcept {
   t.wheel_ = nullptr;
 }
 
-uint64_t timer_wheel::slot_tick(uint32_t slot) const noexcept {
-  // An occupied slot of level L lies ahead of now_ inside now_'s current level-(L+1) block.
-  int level = static_cast<int>(slot >> slot_bits);
-  int above = level_shift(level + 1);
-  return ((now_ >> above) << above) | (uint64_t{slot & slot_mask} << level_shift(level));
-}
-
 void timer_wheel::revisit(timer& t) noexcept {
   if (t.expiry_ == timer::parked) {
     t.next_ = nullptr;
@@ -187,8 +163,7 @@ void timer_wheel::revisit(timer& t) noexcept {
 
 // -- arm and cancel -----------------------------------------------------------------------------
 
-void timer_wheel::arm(timer& t, time_point deadline) noexcept {
-  uint64_t e = ticks_ceil(deadline);
+void timer_wheel::arm_slow(timer& t, uint64_t e) noexcept {
   if (t.wheel_ == this) {
     if (t.expiry_ == timer::parked) { // lazily cancelled, still linked: arming it again
       --stats_.parked;
@@ -218,11 +193,14 @@ void timer_wheel::arm(timer& t, time_point deadline) noexcept {
     t.expiry_ = e;
     place(t);
   }
-  if (e < wake_tick_ && !advancing_) [[unlikely]] {
-    wake_tick_ = e;
-    if (wakeup_fn_)
-      wakeup_fn_(wakeup_context_, time_of(e));
-  }
+  if (e < wake_tick_ && !advancing_) [[unlikely]]
+    wake(e);
+}
+
+void timer_wheel::wake(uint64_t e) noexcept {
+  wake_tick_ = e;
+  if (wakeup_fn_)
+    wakeup_fn_(wakeup_context_, time_of(e));
 }
 
 void timer_wheel::cancel(timer& t) noexcept {

@@ -155,7 +155,20 @@ public:
   /// thread, in another wheel). A deadline at or before the current tick fires at the next
   /// `advance`, never inside `arm`. O(1). If the timer sits in a level slot that will be
   /// processed no later than the new deadline, only its expiry is written (a lazy re-arm).
-  void arm(timer& t, time_point deadline) noexcept;
+  void arm(timer& t, time_point deadline) noexcept {
+    uint64_t e = ticks_ceil(deadline);
+    // The common case inline (a connection pushing its idle deadline later on every frame): the
+    // node is armed here and its slot is processed no later than e, so only the expiry changes.
+    if (t.wheel_ == this && t.expiry_ != timer::parked && t.slot_ < level_slots && e >= slot_tick(t.slot_)) {
+      t.expiry_ = e;
+      ++stats_.rearmed;
+      ++stats_.lazy;
+      if (e < wake_tick_ && !advancing_) [[unlikely]]
+        wake(e);
+      return;
+    }
+    arm_slow(t, e);
+  }
 
   /// Arms `t` to fire `delay` after `now`. Convenience for `arm(t, now + delay)`.
   void arm_after(timer& t, time_point now, duration delay) noexcept { arm(t, now + delay); }
@@ -207,9 +220,25 @@ public:
 
   /// Whole ticks from the start to `t`, rounded up (how deadlines are quantized), clamped to
   /// [0, tick_limit].
-  uint64_t ticks_ceil(time_point t) const noexcept;
+  uint64_t ticks_ceil(time_point t) const noexcept {
+    if (t <= start_)
+      return 0;
+    // t > start_, so the true difference is positive and fits in 64 unsigned bits even when the
+    // signed subtraction would overflow (time_point::max() minus a negative start).
+    uint64_t d = static_cast<uint64_t>(t.time_since_epoch().count()) - start_rep_;
+    uint64_t rem;
+    uint64_t k = div_tick(d, rem);
+    k += rem != 0;
+    return k < tick_limit ? k : tick_limit;
+  }
   /// Whole ticks from the start to `t`, rounded down (how `advance` reads `now`).
-  uint64_t ticks_floor(time_point t) const noexcept;
+  uint64_t ticks_floor(time_point t) const noexcept {
+    if (t <= start_)
+      return 0;
+    uint64_t rem;
+    uint64_t k = div_tick(static_cast<uint64_t>(t.time_since_epoch().count()) - start_rep_, rem);
+    return k < tick_limit ? k : tick_limit;
+  }
   /// The time at which tick `k` starts, saturating at `time_point::max()`.
   time_point time_of(uint64_t k) const noexcept;
 
@@ -243,8 +272,15 @@ private:
   void place(timer& t) noexcept; // links an armed timer where its expiry belongs relative to now_
   void detach(timer& t) noexcept; // unlinks and marks unarmed, updating live
   void erase(timer& t) noexcept;  // unlinks an armed or parked node at once (destructor, other wheel)
-  // The tick at which now_ enters level slot `slot`, i.e. when the wheel processes it.
-  uint64_t slot_tick(uint32_t slot) const noexcept;
+  // The tick at which now_ enters level slot `slot`, i.e. when the wheel processes it. An
+  // occupied slot of level L lies ahead of now_ inside now_'s current level-(L+1) block.
+  uint64_t slot_tick(uint32_t slot) const noexcept {
+    int level = static_cast<int>(slot >> slot_bits);
+    int above = slot_bits * (level + 1);
+    return ((now_ >> above) << above) | (uint64_t{slot & (slots_per_level - 1)} << (slot_bits * level));
+  }
+  void arm_slow(timer& t, uint64_t e) noexcept; // every case of arm but the inline one
+  void wake(uint64_t e) noexcept;               // calls the wake-up hook for an earlier expiry
   // Processing of one node taken out of a slot: drops it if parked, queues it for firing if due,
   // otherwise re-inserts it where its (possibly lazily moved) expiry belongs.
   void revisit(timer& t) noexcept;
@@ -254,10 +290,24 @@ private:
   void redistribute_overflow() noexcept;
   size_t fire_list(uint32_t slot, uint64_t target);
   void publish_metrics() noexcept;
+  // d / tick_rep_ and d % tick_rep_ without a division instruction (arm's hot path). With
+  // m = floor((2^64 - 1) / t), q = floor(d * m / 2^64) undershoots d / t by less than 2, so at
+  // most two corrections make it exact. A multiply costs a few cycles; a 64-bit div tens.
+  uint64_t div_tick(uint64_t d, uint64_t& rem) const noexcept {
+    auto q = static_cast<uint64_t>((static_cast<unsigned __int128>(d) * tick_recip_) >> 64);
+    uint64_t r = d - q * tick_rep_;
+    while (r >= tick_rep_) {
+      ++q;
+      r -= tick_rep_;
+    }
+    rem = r;
+    return q;
+  }
 
   duration tick_;
   time_point start_;
   uint64_t tick_rep_;   // tick_ in clock units, > 0
+  uint64_t tick_recip_; // floor((2^64 - 1) / tick_rep_): divides by the tick with a multiply
   uint64_t start_rep_;  // start_ in clock units, as unsigned for wrap-free subtraction
   int levels_;
   bool advancing_ = false;

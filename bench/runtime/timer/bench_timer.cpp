@@ -4,6 +4,7 @@
 //
 // Usage: bench_timer [--timers=N] [--quick] [--only=agner,pq,asio,caf,erlang]
 // Environment: AGNER_TIMER_N (same as --timers), AGNER_BENCH_REPEATS, AGNER_BENCH_JSON.
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -45,7 +46,14 @@ double per_s(double ops, std::chrono::steady_clock::duration d) {
 
 // `explicit_cancel`: each re-arm is `cancel(t)` then `arm(t, ...)` (a connection that stops its
 // idle timer while busy and starts it again), instead of one `arm` on an armed timer.
-measured run_agner_churn_with(const workload& w, bool explicit_cancel) {
+// `owner_warm`: the phone's node is prefetched `warm_distance` re-arms ahead. A connection
+// re-arms its idle timer while handling its own frame, so its memory (the node embedded in it)
+// is already in cache; without this every re-arm is a DRAM miss on a cold phone, which measures
+// the memory rather than the wheel. The peers' own bookkeeping (CAF's maps, Asio's queue) is
+// never warmed for them either way.
+constexpr size_t warm_distance = 16;
+
+measured run_agner_churn_with(const workload& w, bool explicit_cancel, bool owner_warm) {
   measured m;
   rng r{42};
   for (int rep = 0; rep < w.repeats; ++rep) {
@@ -57,7 +65,20 @@ measured run_agner_churn_with(const workload& w, bool explicit_cancel) {
     for (size_t i = 0; i < w.timers; ++i)
       wheel.arm(timers[i], virtual_start + r.idle_delay());
     auto t1 = std::chrono::steady_clock::now();
-    if (explicit_cancel) {
+    if (owner_warm) {
+      std::array<uint64_t, warm_distance> upcoming; // the phones of the next re-arms
+      for (auto& u : upcoming) {
+        u = r.below(w.timers);
+        __builtin_prefetch(&timers[u], 1);
+      }
+      for (size_t k = 0; k < w.rearms; ++k) {
+        auto& slot = upcoming[k % warm_distance];
+        auto& t = timers[slot];
+        slot = r.below(w.timers);
+        __builtin_prefetch(&timers[slot], 1);
+        wheel.arm(t, virtual_start + r.idle_delay());
+      }
+    } else if (explicit_cancel) {
       for (size_t k = 0; k < w.rearms; ++k) {
         auto& t = timers[r.below(w.timers)];
         wheel.cancel(t);
@@ -75,11 +96,14 @@ measured run_agner_churn_with(const workload& w, bool explicit_cancel) {
     m.bytes_per_timer = double(heap1 - heap0 + timer_wheel::footprint_bytes()) / double(w.timers);
   }
   m.note = fmt::format("bytes: timer node {} B + wheel {} B / N", sizeof(agner::timer), timer_wheel::footprint_bytes());
+  if (owner_warm)
+    m.note += fmt::format("; each phone's node prefetched {} re-arms ahead", warm_distance);
   return m;
 }
 
-measured run_agner_churn(const workload& w) { return run_agner_churn_with(w, false); }
-measured run_agner_cancel_arm(const workload& w) { return run_agner_churn_with(w, true); }
+measured run_agner_churn(const workload& w) { return run_agner_churn_with(w, false, false); }
+measured run_agner_churn_warm(const workload& w) { return run_agner_churn_with(w, false, true); }
+measured run_agner_cancel_arm(const workload& w) { return run_agner_churn_with(w, true, false); }
 
 // -- agner: the full pattern with time moving and 10% of timers firing --------------------------
 
@@ -315,10 +339,24 @@ int main(int argc, char** argv) {
     row r{std::move(name), w, fn(w), {}, {}};
     r.fill = from_samples(r.name + " fill", r.m.fill_ops_per_s);
     r.churn = from_samples(r.name + " churn", r.m.churn_ops_per_s);
+    auto charged = std::move(r.m.charged_churn_ops_per_s);
+    auto w2 = r.w;
+    double bytes = r.m.bytes_per_timer;
+    std::string charged_name = r.name + ", stale dispatch charged";
     rows.push_back(std::move(r));
+    if (!charged.empty()) {
+      // The same peer with its deferred cancel work charged (see peer_caf.cpp).
+      row c{charged_name, w2, {}, {}, {}};
+      c.m.note = "the churn above plus dispatching and dropping one stale message per re-arm";
+      c.m.bytes_per_timer = bytes;
+      c.churn = from_samples(c.name + " churn", charged);
+      rows.push_back(std::move(c));
+    }
   };
   if (wants("agner"))
     add("agner wheel", {n, 10 * n, reps, probes}, run_agner_churn);
+  if (wants("agner"))
+    add("agner wheel, owner in cache", {n, 10 * n, reps, 0}, run_agner_churn_warm);
   if (wants("agner"))
     add("agner wheel, cancel then arm", {n, 10 * n, reps, 0}, run_agner_cancel_arm);
   if (wants("pq"))
@@ -327,6 +365,9 @@ int main(int argc, char** argv) {
     add("asio steady_timer per timer", {n, n, slow_reps, probes}, run_asio_per_timer);
   if (wants("caf"))
     add("CAF 0.17 clock", {n, std::max<size_t>(1, n / 5), slow_reps, probes}, run_caf_clock);
+  if (wants("caf"))
+    add("CAF 0.17 clock, timeout per phone actor", {n, std::max<size_t>(1, n / 5), slow_reps, 0},
+        run_caf_actor_timeout);
   if (wants("erlang"))
     add("Erlang send_after", {n, n, slow_reps, probes}, run_erlang);
 
@@ -341,18 +382,27 @@ int main(int argc, char** argv) {
         probe_agner_asio(r.w, r.m);
   }
 
+  // The ratio column is against CAF's fastest way (schedule_message, cancel for free); the
+  // per-actor timeout is CAF's real cancel and gets a column of its own.
   const result* caf = nullptr;
+  const result* caf_actor = nullptr;
+  const result* caf_charged = nullptr;
   const result* erl = nullptr;
   for (auto& r : rows) {
-    if (r.name.starts_with("CAF") && !r.churn.samples.empty())
+    if (r.name == "CAF 0.17 clock" && !r.churn.samples.empty())
       caf = &r.churn;
+    if (r.name.starts_with("CAF 0.17 clock, timeout") && !r.churn.samples.empty())
+      caf_actor = &r.churn;
+    if (r.name == "CAF 0.17 clock, stale dispatch charged" && !r.churn.samples.empty())
+      caf_charged = &r.churn;
     if (r.name.starts_with("Erlang") && !r.churn.samples.empty())
       erl = &r.churn;
   }
 
   fmt::print("\n-- fill ({} arms) --\n", n);
   for (auto& r : rows)
-    report(r.fill);
+    if (!r.fill.samples.empty())
+      report(r.fill);
   fmt::print("\n-- churn (random re-arms), ratio vs CAF --\n");
   for (auto& r : rows)
     report(r.churn, caf);
@@ -378,33 +428,48 @@ int main(int argc, char** argv) {
                fixed->fired, fixed->rearms, fixed->max_late_ticks, fixed->wheel_late_max_ticks, fixed->early);
   }
 
-  fmt::print("\n| peer | timers | re-arms | churn ops/s (median) | spread | bytes/live timer | real-time lateness | vs CAF | vs Erlang |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|---|\n");
+  fmt::print("\n| peer | timers | re-arms | churn ops/s (median) | spread | bytes/live timer | real-time lateness "
+             "| vs CAF schedule_message | vs CAF actor timeout | vs Erlang |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   for (auto& r : rows) {
     auto ratio = [&](const result* peer) {
       return peer && peer->median() > 0 && r.churn.median() > 0 ? fmt::format("{:.1f}x", r.churn.median() / peer->median())
                                                                  : std::string("-");
     };
-    fmt::print("| {} | {} | {} | {} | ±{:.1f}% | {:.1f} | {} | {} | {} |\n", r.name, r.w.timers, r.w.rearms,
+    fmt::print("| {} | {} | {} | {} | ±{:.1f}% | {:.1f} | {} | {} | {} | {} |\n", r.name, r.w.timers, r.w.rearms,
                human(r.churn.median()), r.churn.spread_pct(), r.m.bytes_per_timer, lateness_text(r.m), ratio(caf),
-               ratio(erl));
+               ratio(caf_actor), ratio(erl));
   }
   fmt::print("\nnotes:\n");
   for (auto& r : rows)
     fmt::print("  {}: {}\n", r.name, r.m.note);
 
-  // The goals of issue 3.
+  // The goals of issue 3, judged on the plain re-arm churn; the 100x goal also on the warm owner.
+  const row* warm = nullptr;
+  for (auto& r : rows)
+    if (r.name == "agner wheel, owner in cache")
+      warm = &r;
   for (auto& r : rows) {
     if (r.name != "agner wheel")
-      continue; // the goals are judged on the plain re-arm churn
+      continue;
     fmt::print("\ngoals:\n");
     fmt::print("  >= 20M arm+cancel ops/s on one core: {} ({})\n", r.churn.median() >= 20e6 ? "met" : "NOT met",
                human(r.churn.median()));
     fmt::print("  <= 64 bytes per live timer: {} ({:.1f})\n", r.m.bytes_per_timer <= 64 ? "met" : "NOT met",
                r.m.bytes_per_timer);
-    if (caf)
-      fmt::print("  >= 100x CAF's clock: {} ({:.0f}x)\n", r.churn.median() >= 100 * caf->median() ? "met" : "NOT met",
-                 r.churn.median() / caf->median());
+    auto hundred = [](std::string_view what, const result& mine, const result* theirs) {
+      if (theirs && theirs->median() > 0)
+        fmt::print("  >= 100x CAF's clock, {}: {} ({:.0f}x)\n", what, mine.median() >= 100 * theirs->median() ? "met" : "NOT met",
+                   mine.median() / theirs->median());
+    };
+    for (const row* mine : {static_cast<const row*>(&r), warm}) {
+      if (!mine)
+        continue;
+      auto who = mine == warm ? "owner in cache" : "cold owner";
+      hundred(fmt::format("{} vs schedule_message, cancel free", who), mine->churn, caf);
+      hundred(fmt::format("{} vs schedule_message, stale dispatch charged", who), mine->churn, caf_charged);
+      hundred(fmt::format("{} vs actor timeout (real cancel)", who), mine->churn, caf_actor);
+    }
     if (firing && fixed) {
       double late = std::max(firing->max_late_ticks, fixed->max_late_ticks);
       fmt::print("  every timer fires within one tick of its deadline: {} (max {:.6f} ticks)\n",

@@ -68,6 +68,36 @@ TEST_CASE("a deadline between two ticks is rounded up so the timer never fires e
   CHECK(w.advance(t0 + 11ms) == 1);
 }
 
+TEST_CASE("tick rounding matches exact division for every tick length, near the limits too") {
+  // ticks_ceil/ticks_floor divide by a multiply with a reciprocal; check them against `/` and `%`.
+  uint64_t s = 12345;
+  auto next = [&s] {
+    s += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = (s ^ (s >> 31)) * 0xbf58476d1ce4e5b9ULL;
+    return z ^ (z >> 29);
+  };
+  const time_point start = time_point{} + 1h;
+  for (int64_t tick : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{7}, int64_t{999'999}, int64_t{1'000'000},
+                       int64_t{1'000'001}, int64_t{1} << 40, (int64_t{1} << 62) + 1}) {
+    timer_wheel w{duration{tick}, start};
+    auto u = static_cast<uint64_t>(tick);
+    for (int i = 0; i < 20000; ++i) {
+      // Offsets of every magnitude, plus exact multiples and their neighbours.
+      uint64_t d = next() >> (next() % 64);
+      if (i % 4 == 1)
+        d = (d / u) * u;
+      if (i % 4 == 2)
+        d = (d / u) * u + u - 1;
+      d &= (uint64_t{1} << 62) - 1; // stays inside time_point's range from this start
+      auto t = start + duration{static_cast<int64_t>(d)};
+      uint64_t floor = std::min(d / u, timer_wheel::tick_limit);
+      uint64_t ceil = std::min(d / u + (d % u != 0), timer_wheel::tick_limit);
+      REQUIRE(w.ticks_floor(t) == floor);
+      REQUIRE(w.ticks_ceil(t) == ceil);
+    }
+  }
+}
+
 TEST_CASE("a deadline in the past fires at the next advance, never inside arm") {
   timer_wheel w{1ms, t0};
   w.advance(t0 + 100ms);

@@ -4,44 +4,73 @@
 #include "chat/gateway.hpp"
 
 #include "chat/protocol.hpp"
+#include "chat/websocket.hpp"
 #include "runtime/log.hpp"
 #include "runtime/timer/asio_driver.hpp"
 #include "runtime/timer/wheel.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/http/read.hpp>
 #include <boost/beast/_experimental/test/stream.hpp>
 
-#include <mutex>
+#include <array>
 #include <future>
+#include <mutex>
+#include <span>
+#include <type_traits>
 #include <unordered_set>
 
 namespace agner::chat {
 
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
-/// What drain() needs of a session whatever its transport.
-class session_base {
+/// What drain() and the read-resume timer need of a session whatever its transport. It derives
+/// from session_sink so a session carries one vtable pointer, not two.
+class session_base : public session_sink {
 public:
-  virtual ~session_base() = default;
   /// On the session's I/O thread.
   virtual void do_close(uint16_t code, std::string_view reason) = 0;
+  /// On the session's I/O thread: reading was paused for backpressure; look again.
+  virtual void resume_reading() = 0;
 };
 
-/// What one I/O thread owns: its timer wheel and the sessions on it.
+/// The sockets the gateway holds: bound to an io_context's executor directly, which makes the
+/// socket object 40 bytes smaller than tcp::socket with its polymorphic executor.
+using gateway_socket = net::basic_stream_socket<tcp, net::io_context::executor_type>;
+
+/// What one I/O thread owns: its timer wheel, the sessions on it, and the sessions whose reading
+/// is paused because their owner was overloaded (one timer retries them all, not one per session).
 struct gateway::io_shard {
   explicit io_shard(net::io_context& io)
-      : io(io), wheel(1ms, std::chrono::steady_clock::now()), driver(io, wheel) {}
+      : io(io), wheel(1ms, std::chrono::steady_clock::now()), driver(io, wheel),
+        retry(timer::calls<&io_shard::resume_paused>(this)) {}
   net::io_context& io;
   timer_wheel wheel;
   asio_driver driver;
   std::unordered_set<session_base*> sessions;
+  std::vector<std::shared_ptr<session_base>> paused;
+  timer retry;
+
+  static constexpr auto retry_after = 5ms;
+
+  void pause(std::shared_ptr<session_base> s) {
+    paused.push_back(std::move(s));
+    if (!retry.armed())
+      wheel.arm(retry, std::chrono::steady_clock::now() + retry_after);
+  }
+  void resume_paused() {
+    std::vector<std::shared_ptr<session_base>> now;
+    now.swap(paused);
+    for (auto& s : now)
+      s->resume_reading(); // may pause again, re-arming the timer
+  }
 };
 
 struct gateway::shared {
@@ -55,7 +84,10 @@ struct gateway::shared {
         writes(n.metrics().make_counter("agner_ws_writes_total", "WebSocket writes (each may carry several frames)")),
         bad_frames(n.metrics().make_counter("agner_ws_bad_frames_total", "Client frames answered with an error")),
         slow_closed(n.metrics().make_counter("agner_ws_slow_reader_closed_total", "Connections closed as too slow")),
-        paused(n.metrics().make_counter("agner_ws_read_paused_total", "Reads postponed because an owner was overloaded")) {}
+        paused(n.metrics().make_counter("agner_ws_read_paused_total", "Reads postponed because an owner was overloaded")),
+        deflated(n.metrics().make_counter("agner_ws_messages_deflated_total", "Server messages sent compressed (permessage-deflate)")),
+        inflated(n.metrics().make_counter("agner_ws_messages_inflated_total", "Client messages received compressed (permessage-deflate)")),
+        refused(n.metrics().make_counter("agner_ws_upgrades_refused_total", "Upgrade requests answered with an HTTP error")) {}
   node& nd;
   chat_core& core;
   const token_signer& tokens;
@@ -65,6 +97,7 @@ struct gateway::shared {
   std::atomic<size_t> count{0};
   metrics::gauge& open;
   metrics::counter &identified, &closed, &frames_in, &frames_out, &writes, &bad_frames, &slow_closed, &paused;
+  metrics::counter &deflated, &inflated, &refused;
 
   io_shard& shard_for(const net::any_io_executor& ex) {
     for (auto& s : shards)
@@ -74,44 +107,57 @@ struct gateway::shared {
   }
 };
 
-inline void close_transport(tcp::socket& s) {
+inline void close_transport(gateway_socket& s) {
   beast::error_code ec;
   s.close(ec);
 }
 inline void close_transport(beast::test::stream& s) { s.close(); }
 
+/// Where an I/O thread reads sockets into: one buffer per thread, shared by all its connections,
+/// so an idle connection holds no read buffer (only a partial frame is copied into the session).
+inline std::span<char> read_scratch() {
+  thread_local std::unique_ptr<char[]> buf(new char[64 * 1024]);
+  return {buf.get(), 64 * 1024};
+}
+
+/// Messages to clients are compressed (when negotiated) from this size on: below it, deflate
+/// saves a few bytes and costs more CPU than the bytes are worth.
+constexpr size_t deflate_min_bytes = 256;
+
 /// One connection. `NextLayer` is a TCP socket in production and Beast's in-memory test stream
-/// in the protocol tests.
+/// in the protocol tests. WebSocket framing is ours (chat/websocket.hpp), not Beast's stream:
+/// on TCP the session waits for readability and reads into the thread's scratch buffer, so an
+/// idle connection owns no buffers at all.
 template <class NextLayer>
-class ws_session final : public session_base, public session_sink, public std::enable_shared_from_this<ws_session<NextLayer>> {
+class ws_session final : public session_base, public std::enable_shared_from_this<ws_session<NextLayer>> {
+  static constexpr bool is_tcp = std::is_same_v<NextLayer, gateway_socket>;
+
 public:
   ws_session(std::shared_ptr<gateway::shared> g, gateway::io_shard& shard, NextLayer s)
-      : g_(std::move(g)), shard_(shard), ws_(std::move(s)),
+      : g_(std::move(g)), shard_(shard), sock_(std::move(s)), reader_(proto::frame_bytes_max, false),
         tokens_(g_->opts.sends_burst), deadline_(timer::calls<&ws_session::on_deadline>(this)),
-        write_stall_(timer::calls<&ws_session::on_write_stall>(this)),
-        resume_read_(timer::calls<&ws_session::do_read>(this)) {}
+        write_stall_(timer::calls<&ws_session::on_write_stall>(this)) {}
 
   ~ws_session() override = default;
 
-  void start(http_request req) {
+  /// Answers an upgrade request http_server has read.
+  void start(const http_request& req) {
     prepare();
-    bool wants_proto = false;
-    for (auto p : beast::http::token_list{req[beast::http::field::sec_websocket_protocol]})
-      if (p == ws_subprotocol)
-        wants_proto = true;
-    ws_.set_option(websocket::stream_base::decorator([wants_proto](websocket::response_type& res) {
-      res.set(beast::http::field::server, "agner");
-      if (wants_proto)
-        res.set(beast::http::field::sec_websocket_protocol, ws_subprotocol);
-    }));
-    req_ = std::make_unique<http_request>(std::move(req));
-    ws_.async_accept(*req_, [self = this->shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+    begin(req);
   }
 
   /// Starts on a transport whose upgrade request has not been read yet (the tests' streams).
   void start_reading_request() {
     prepare();
-    ws_.async_accept([self = this->shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+    auto buf = std::make_shared<beast::flat_buffer>();
+    auto req = std::make_shared<http_request>();
+    beast::http::async_read(sock_, *buf, *req, [self = this->shared_from_this(), buf, req](beast::error_code ec, size_t) {
+      if (ec)
+        return self->abort();
+      // Bytes after the request (a client that did not wait for our answer) are frames.
+      self->partial_ = beast::buffers_to_string(buf->data());
+      self->begin(*req);
+    });
   }
 
   // session_sink: any thread.
@@ -121,7 +167,7 @@ public:
     std::lock_guard lock(inbox_mu_);
     inbox_.push_back(std::move(frame));
     if (inbox_.size() == 1)
-      net::post(ws_.get_executor(), [self = this->shared_from_this()] { self->take_inbox(); });
+      net::post(sock_.get_executor(), [self = this->shared_from_this()] { self->take_inbox(); });
   }
 
   void take_inbox() {
@@ -131,14 +177,15 @@ public:
       frames.swap(inbox_);
     }
     for (auto& f : frames)
-      enqueue(std::move(f));
+      enqueue(f);
+    flush();
   }
   void close(uint16_t code, std::string reason) override {
-    net::post(ws_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
+    net::post(sock_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
   }
 
-  /// On this session's I/O thread.
-  void enqueue(std::string frame) {
+  /// On this session's I/O thread: queues a frame for the next write (see flush).
+  void enqueue(std::string_view frame) {
     if (closing_ || finished_)
       return;
     if (out_.size() + frame.size() + 1 > g_->opts.outbound_bytes_max) {
@@ -151,50 +198,87 @@ public:
       out_ += '\n';
     out_ += frame;
     ++out_frames_;
-    if (!writing_ && accepted_)
+  }
+
+  /// Starts a write of everything queued unless one is in flight (its completion writes the rest).
+  void flush() {
+    if (!writing_ && accepted_ && !finished_ && (!out_.empty() || !ctrl_.empty()))
       do_write();
   }
 
   /// Closes with a WebSocket close frame after the frames already queued (an error frame
-  /// explaining the close, typically) have been written.
+  /// explaining the close, typically), then waits for the client's close frame, all bounded by
+  /// the write-stall deadline.
   void do_close(uint16_t code, std::string_view reason) override {
     if (closing_)
       return;
     closing_ = true;
-    close_code_ = code;
-    close_reason_ = std::string(reason.substr(0, 120));
     deadline_.cancel();
-    resume_read_.cancel();
     if (!accepted_)
       return abort(); // mid-handshake: no WebSocket to close yet
-    // Bound the whole goodbye: a peer that does not read gets its TCP connection dropped.
+    // Nothing is queued after closing_ is set, so the close frame ends the last write.
+    ws::append_close(ctrl_, code, reason.substr(0, 120));
+    close_queued_ = true;
     arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
-    if (!writing_) {
-      if (!out_.empty())
-        do_write();
-      else
-        send_close();
-    }
+    if (!writing_)
+      do_write();
+    do_read(); // keep reading: the client answers with its close frame
   }
 
 private:
-  /// Registers the session on its I/O thread and sets the stream's limits, the same for every
-  /// transport.
+  /// Registers the session on its I/O thread and arms the handshake+identify deadline.
   void prepare() {
     shard_.sessions.insert(this);
     g_->count.fetch_add(1);
     g_->open.add(1);
     arm(deadline_, std::chrono::milliseconds(g_->opts.identify_timeout_ms));
-    ws_.read_message_max(proto::frame_bytes_max);
-    ws_.auto_fragment(false);
-    if (g_->opts.deflate) {
-      websocket::permessage_deflate pmd;
-      pmd.server_enable = true;
-      pmd.server_max_window_bits = 11;
-      pmd.memLevel = 4;
-      pmd.compLevel = 1;
-      ws_.set_option(pmd);
+  }
+
+  /// Answers the upgrade; the answer and the hello frame go out in one write.
+  void begin(const http_request& req) {
+    auto field = [&](beast::http::field f) {
+      auto v = req[f];
+      return std::string_view(v.data(), v.size());
+    };
+    auto method = req.method_string();
+    ws::upgrade_request r{std::string_view(method.data(), method.size()),
+                          field(beast::http::field::upgrade),
+                          field(beast::http::field::connection),
+                          field(beast::http::field::sec_websocket_version),
+                          field(beast::http::field::sec_websocket_key),
+                          field(beast::http::field::sec_websocket_protocol),
+                          field(beast::http::field::sec_websocket_extensions)};
+    auto answer = ws::answer_upgrade(r, ws_subprotocol, g_->opts.deflate, "agner");
+    if constexpr (is_tcp) {
+      beast::error_code ec;
+      sock_.non_blocking(true, ec); // reads happen after readiness: they must never block
+      if (ec)
+        return abort();
     }
+    wbuf_ = std::move(answer.response); // goes out first, with the hello frame
+    if (answer.status != 101) {
+      // Not a WebSocket: the HTTP error goes out, then the connection ends.
+      g_->refused.inc();
+      refused_ = true;
+      accepted_ = true;
+      closing_ = true;
+      arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
+      return do_write();
+    }
+    deflate_ = answer.deflate;
+    window_bits_ = answer.deflate_window_bits;
+    reader_ = ws::frame_reader(proto::frame_bytes_max, deflate_);
+    accepted_ = true;
+    enqueue(proto::encode_hello(g_->opts.heartbeat_ms, g_->opts.node_name));
+    flush();
+    if (!partial_.empty()) {
+      std::string early;
+      early.swap(partial_);
+      if (!consume(early.data(), early.size()))
+        return;
+      flush();
+    }
+    do_read();
   }
 
   void arm(timer& t, std::chrono::milliseconds after) {
@@ -202,75 +286,158 @@ private:
       shard_.wheel.arm(t, std::chrono::steady_clock::now() + after);
   }
 
-  void send_close() {
-    websocket::close_reason cr(static_cast<websocket::close_code>(close_code_), close_reason_);
-    ws_.async_close(cr, [self = this->shared_from_this()](beast::error_code) { self->abort(); });
-  }
-
   /// Drops the TCP connection, which ends every pending operation, and finishes the session.
   void abort() {
     closing_ = true;
-    close_transport(ws_.next_layer());
+    close_transport(sock_);
     finish();
   }
 
-  void on_accept(beast::error_code ec) {
-    req_.reset();
-    if (ec || closing_)
-      return abort();
-    accepted_ = true;
-    ws_.text(true);
-    enqueue(proto::encode_hello(g_->opts.heartbeat_ms, g_->opts.node_name));
-    do_read();
-  }
+  // -- reading -----------------------------------------------------------------------------------
+
+  void resume_reading() override { do_read(); }
 
   void do_read() {
-    if (closing_ || reading_)
+    if (finished_ || reading_)
       return;
-    if (user_ && g_->core.overloaded(user_)) {
+    if (!closing_ && user_ && g_->core.overloaded(user_)) {
       // Backpressure: leave the bytes in the socket (TCP pushes back on the phone) and look again
       // shortly; nothing is dropped.
       g_->paused.inc();
-      return arm(resume_read_, 5ms);
+      return shard_.pause(this->shared_from_this());
     }
     reading_ = true;
-    ws_.async_read(rbuf_, [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    if constexpr (is_tcp) {
+      sock_.async_wait(gateway_socket::wait_read, [self = this->shared_from_this()](beast::error_code ec) { self->on_readable(ec); });
+    } else {
+      test_buf_.resize(4096);
+      sock_.async_read_some(net::buffer(test_buf_), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+        self->on_test_read(ec, n);
+      });
+    }
   }
 
-  void on_read(beast::error_code ec) {
+  void on_readable(beast::error_code ec) {
     reading_ = false;
-    if (ec) {
-      if (closing_)
-        return;
-      if (ec == websocket::error::message_too_big)
-        return do_close(proto::close_too_big, "frame too big");
-      if (ec == websocket::error::bad_frame_payload)
-        return do_close(proto::close_invalid_utf8, "text frame is not valid UTF-8");
-      return abort(); // the peer closed or the connection broke
-    }
-    if (closing_)
+    if (finished_)
       return;
-    g_->frames_in.inc();
-    auto data = rbuf_.cdata();
-    std::string_view text(static_cast<const char*>(data.data()), data.size());
-    if (!ws_.got_text()) {
-      rbuf_.consume(rbuf_.size());
-      return do_close(proto::close_decode_error, "binary frames are not part of the protocol");
+    if (ec)
+      return abort();
+    auto scratch = read_scratch();
+    // A few reads per wake-up at most, so one busy connection cannot hold the thread.
+    for (int round = 0; round < 4; ++round) {
+      size_t n = sock_.read_some(net::buffer(scratch.data(), scratch.size()), ec);
+      if (ec == net::error::would_block || ec == net::error::try_again)
+        break;
+      if (ec)
+        return abort(); // the peer closed or the connection broke
+      if (!consume(scratch.data(), n))
+        return;
+      if (n < scratch.size())
+        break;
     }
+    flush();
+    do_read();
+  }
+
+  void on_test_read(beast::error_code ec, size_t n) {
+    reading_ = false;
+    if (finished_)
+      return;
+    if (ec)
+      return abort();
+    if (!consume(test_buf_.data(), n))
+      return;
+    flush();
+    do_read();
+  }
+
+  /// Parses what arrived (after any partial frame kept from before) and handles every event.
+  /// False if the session finished meanwhile.
+  bool consume(char* data, size_t n) {
+    if (reader_.failed())
+      return !finished_; // after a protocol error only the close handshake matters: discard
+    char* p = data;
+    size_t len = n;
+    if (!partial_.empty()) {
+      partial_.append(data, n);
+      p = partial_.data();
+      len = partial_.size();
+    }
+    size_t used = reader_.parse(p, len, [this](const ws::frame_reader::event& e) { on_event(e); });
+    if (finished_)
+      return false;
+    if (p == data)
+      partial_.assign(data + used, len - used);
+    else
+      partial_.erase(0, used);
+    if (partial_.empty() && partial_.capacity() > 0)
+      std::string().swap(partial_); // an idle connection keeps no buffer
+    return true;
+  }
+
+  void on_event(const ws::frame_reader::event& e) {
+    if (finished_)
+      return;
+    switch (e.kind) {
+    case ws::frame_reader::event::message:
+      if (!closing_)
+        on_message(e);
+      break;
+    case ws::frame_reader::event::ping:
+      if (!closing_)
+        ws::append_frame(ctrl_, ws::opcode::pong, e.payload);
+      break;
+    case ws::frame_reader::event::pong:
+      break;
+    case ws::frame_reader::event::close:
+      peer_closed_ = true;
+      if (closing_) {
+        if (close_sent_)
+          abort(); // both close frames exchanged
+        return;    // ours is queued; on_write ends the connection after it
+      }
+      do_close(e.code, ""); // echo the client's code (or none), then end
+      break;
+    case ws::frame_reader::event::error:
+      g_->bad_frames.inc();
+      do_close(e.code, e.payload);
+      break;
+    }
+  }
+
+  void on_message(const ws::frame_reader::event& e) {
+    std::string_view text = e.payload;
+    if (e.compressed) {
+      thread_local std::string inflated;
+      switch (ws::deflate_codec::for_this_thread().inflate(e.payload, inflated, proto::frame_bytes_max)) {
+      case ws::deflate_codec::inflate_result::ok:
+        break;
+      case ws::deflate_codec::inflate_result::too_big:
+        return do_close(proto::close_too_big, "frame too big");
+      case ws::deflate_codec::inflate_result::corrupt:
+        return do_close(ws::close_invalid_payload, "compressed data is corrupt");
+      }
+      text = inflated;
+      g_->inflated.inc();
+    }
+    g_->frames_in.inc();
+    if (e.op != ws::opcode::text)
+      return do_close(proto::close_decode_error, "binary frames are not part of the protocol");
+    if (!ws::valid_utf8(text))
+      return do_close(proto::close_invalid_utf8, "text frame is not valid UTF-8");
     auto decoded = proto::decode(text);
-    rbuf_.consume(rbuf_.size());
     if (user_)
       arm(deadline_, std::chrono::milliseconds(static_cast<int64_t>(g_->opts.heartbeat_ms * g_->opts.heartbeat_grace)));
     if (auto* err = std::get_if<proto::decode_error>(&decoded)) {
       g_->bad_frames.inc();
       enqueue(proto::encode_error(err->ref, err->code, err->message));
       if (err->code == proto::error_code::bad_json)
-        return do_close(proto::close_decode_error, "frame is not a JSON object");
-      return do_read();
+        do_close(proto::close_decode_error, "frame is not a JSON object");
+      return;
     }
     auto& frame = std::get<proto::client_frame>(decoded);
     std::visit([&](auto& r) { handle(frame.ref, r); }, frame.req);
-    do_read();
   }
 
   void handle(const std::string& ref, proto::identify& r) {
@@ -342,32 +509,56 @@ private:
     return true;
   }
 
+  // -- writing -----------------------------------------------------------------------------------
+
   void do_write() {
-    // Everything queued goes out as one WebSocket message: frames separated by '\n' (see
-    // docs/protocol.md), so a burst of deliveries costs one write and one syscall.
-    wbuf_.clear();
-    wbuf_.swap(out_);
+    // One write: the upgrade answer (first write only, already in wbuf_), everything queued as
+    // one WebSocket text message, frames separated by '\n' (see docs/protocol.md), then control
+    // frames (pongs, and our close frame last once closing): a burst of deliveries costs one
+    // write and one syscall. The payload is copied once into wbuf_, which is cheaper than the
+    // buffers a gathered write would keep per connection.
+    if (!out_.empty()) {
+      if (deflate_ && out_.size() >= deflate_min_bytes) {
+        thread_local std::string packed;
+        ws::deflate_codec::for_this_thread().deflate(out_, packed, window_bits_);
+        g_->deflated.inc();
+        ws::append_frame(wbuf_, ws::opcode::text, packed, true);
+      } else {
+        ws::append_frame(wbuf_, ws::opcode::text, out_);
+      }
+      out_.clear();
+      g_->frames_out.inc(out_frames_);
+      out_frames_ = 0;
+    }
+    wbuf_ += ctrl_;
+    ctrl_.clear();
+    if (close_queued_)
+      close_sent_ = true;
     writing_ = true;
-    g_->frames_out.inc(out_frames_);
-    out_frames_ = 0;
     g_->writes.inc();
     arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
-    ws_.async_write(net::buffer(wbuf_), [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
+    net::async_write(sock_, net::buffer(wbuf_), [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
   }
 
   void on_write(beast::error_code ec) {
     writing_ = false;
-    if (ec)
+    if (finished_)
+      return;
+    if (ec || refused_)
       return abort();
-    if (!out_.empty())
+    // An idle connection keeps no buffers: these are small, and freeing them costs less than the
+    // bytes they would hold for hours.
+    std::string().swap(wbuf_);
+    if (out_.empty())
+      std::string().swap(out_);
+    if (close_sent_) {
+      if (peer_closed_)
+        return abort(); // both close frames exchanged
+      return;           // wait for the client's close frame; the write-stall deadline bounds it
+    }
+    if (!out_.empty() || !ctrl_.empty())
       return do_write();
-    if (closing_)
-      return send_close(); // the write stall timer still bounds the goodbye
     write_stall_.cancel();
-    if (wbuf_.capacity() > 64 * 1024)
-      std::string().swap(wbuf_); // do not keep a burst's buffer on an idle connection
-    else
-      wbuf_.clear();
   }
 
   void on_deadline() {
@@ -376,7 +567,8 @@ private:
   }
 
   void on_write_stall() {
-    g_->slow_closed.inc();
+    if (!close_sent_)
+      g_->slow_closed.inc();
     abort();
   }
 
@@ -389,35 +581,39 @@ private:
     // this thread's wheel for the destructor to touch.
     deadline_.unlink();
     write_stall_.unlink();
-    resume_read_.unlink();
     shard_.sessions.erase(this);
     g_->count.fetch_sub(1);
     g_->open.add(-1);
     g_->closed.inc();
+    std::string().swap(partial_);
+    std::string().swap(out_);
     if (user_)
       g_->core.detach(user_, device_, this->shared_from_this());
   }
 
   std::shared_ptr<gateway::shared> g_;
   gateway::io_shard& shard_;
-  websocket::stream<NextLayer> ws_;
-  beast::flat_buffer rbuf_;
-  std::unique_ptr<http_request> req_;
+  NextLayer sock_;
+  ws::frame_reader reader_;
+  std::string partial_;  ///< the start of a frame whose rest has not arrived yet
+  struct no_buffer {};
+  /// The read buffer of the in-memory test transport only (TCP reads into the thread's scratch).
+  [[no_unique_address]] std::conditional_t<is_tcp, no_buffer, std::vector<char>> test_buf_;
   std::mutex inbox_mu_;
   std::vector<std::string> inbox_; ///< pushed by other threads, taken by the I/O thread
   std::string out_;                ///< frames waiting for the next write, '\n'-separated
   size_t out_frames_ = 0;
-  std::string wbuf_;
+  std::string ctrl_;    ///< control frames (pongs, then our close) for the next write
+  std::string wbuf_;    ///< the write in flight (before the first write: the upgrade answer)
   user_id user_ = 0;
   std::string device_;
   double tokens_;
   std::chrono::steady_clock::time_point last_refill_ = std::chrono::steady_clock::now();
   timer deadline_;
   timer write_stall_;
-  timer resume_read_;
-  uint16_t close_code_ = 1000;
-  std::string close_reason_;
-  bool accepted_ = false, reading_ = false, writing_ = false, closing_ = false, finished_ = false;
+  int window_bits_ = 15;
+  bool deflate_ = false, accepted_ = false, reading_ = false, writing_ = false, closing_ = false, finished_ = false;
+  bool refused_ = false, close_queued_ = false, close_sent_ = false, peer_closed_ = false;
 };
 
 gateway::gateway(node& n, http_server& http, chat_core& core, const token_signer& tokens, gateway_options opts)
@@ -432,7 +628,18 @@ gateway::gateway(node& n, http_server& http, chat_core& core, const token_signer
       stream.socket().close(ec);
       return;
     }
-    std::make_shared<ws_session<tcp::socket>>(s, shard, stream.release_socket())->start(std::move(req));
+    // Move the descriptor into a socket bound to this thread's io_context (see gateway_socket).
+    beast::error_code ec;
+    auto raw = stream.release_socket();
+    auto protocol = raw.local_endpoint(ec).protocol();
+    gateway_socket sock(shard.io);
+    if (!ec)
+      sock.assign(protocol, raw.release(ec), ec);
+    if (ec) {
+      raw.close(ec);
+      return;
+    }
+    std::make_shared<ws_session<gateway_socket>>(s, shard, std::move(sock))->start(std::move(req));
   });
 }
 
@@ -444,6 +651,8 @@ gateway::~gateway() {
     std::promise<void> done;
     net::post(sh->io, [&] {
       sh->driver.stop();
+      sh->retry.unlink();
+      sh->paused.clear(); // they hold the shared state: drop them here, not in a cycle
       done.set_value();
     });
     if (done.get_future().wait_for(2s) != std::future_status::ready)

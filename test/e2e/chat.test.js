@@ -165,6 +165,68 @@ test('bad input gets a documented error or close code and the node keeps serving
   assert.equal((await a.waitClosed()).code, 4005);
 });
 
+test('compression, fragments, ping and the close handshake interoperate with ws', async () => {
+  const metric = async (name) => {
+    const m = await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text();
+    const hit = m.match(new RegExp(`^${name} (\\d+)`, 'm'));
+    return hit ? Number(hit[1]) : 0;
+  };
+  const inflated0 = await metric('agner_ws_messages_inflated_total');
+  const deflated0 = await metric('agner_ws_messages_deflated_total');
+  const a = await connect(node.port, alice, 'wire');
+  const b = await connect(node.port, bob, 'wire');
+  // ws offers permessage-deflate by default; the node takes it without context takeover.
+  assert.match(a.ws.extensions, /permessage-deflate/);
+  // ws compresses messages of 1 KiB and more; the node compresses its messages of 256 B and more.
+  const body = 'compress me, '.repeat(600);
+  a.send({ op: 'send', ref: 'z1', to: bob.id, nonce: 'n-deflate', body });
+  const stored = await a.waitFor((f) => f.ref === 'z1');
+  assert.equal(stored.op, 'stored');
+  assert.equal((await b.waitFor((f) => f.op === 'deliver' && f.id === stored.id)).body, body);
+  assert.ok(await metric('agner_ws_messages_inflated_total') > inflated0, 'the node inflated a client message');
+  assert.ok(await metric('agner_ws_messages_deflated_total') > deflated0, 'the node deflated a server message');
+  // A message in three fragments is one frame of the protocol.
+  a.ws.send('{"op":"heart', { fin: false });
+  a.ws.send('beat","ref":', { fin: false });
+  a.ws.send('"frag"}', { fin: true });
+  assert.equal((await a.waitFor((f) => f.ref === 'frag')).op, 'heartbeat_ack');
+  // Pings are answered with pongs carrying the same data.
+  const pong = new Promise((resolve) => a.ws.once('pong', (d) => resolve(d.toString())));
+  a.ws.ping('are you there');
+  assert.equal(await pong, 'are you there');
+  // A client that closes gets its close code back.
+  a.ws.close(1000, 'bye');
+  assert.equal((await a.waitClosed()).code, 1000);
+  // A client without compression works the same.
+  const plain = new Client(node.port);
+  plain.ws = null;
+  const WebSocket = require('ws');
+  const ws = new WebSocket(`ws://127.0.0.1:${node.port}/v1/ws`, 'agner.v1', { perMessageDeflate: false });
+  const hello = await new Promise((resolve, reject) => {
+    ws.once('message', (d) => resolve(JSON.parse(d.toString().split('\n')[0])));
+    ws.once('error', reject);
+  });
+  assert.equal(hello.op, 'hello');
+  assert.equal(ws.extensions, '');
+  ws.close();
+  b.close();
+});
+
+test('an upgrade the node cannot honour gets an HTTP error, not a WebSocket', async () => {
+  const http = require('node:http');
+  const ask = (headers) => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: node.port, path: '/v1/ws', headers });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode); });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode); });
+    req.on('error', reject);
+    req.end();
+  });
+  const base = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' };
+  assert.equal(await ask({ ...base, 'Sec-WebSocket-Version': '8' }), 426);
+  assert.equal(await ask({ ...base, 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'nope' }), 400);
+  assert.equal(await ask({ ...base, 'Sec-WebSocket-Version': '13' }), 101);
+});
+
 test('health, readiness and metrics answer', async () => {
   assert.equal((await fetch(`http://127.0.0.1:${node.port}/healthz`)).status, 200);
   assert.equal((await fetch(`http://127.0.0.1:${node.port}/readyz`)).status, 200);

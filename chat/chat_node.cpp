@@ -44,7 +44,7 @@ void chat_node_options::bind(config_schema& s) {
         4096, 1u << 30);
   s.add("gateway.sends_per_sec", &gateway.sends_per_sec, "sends per second per connection (token bucket)", 0.1, 1e6);
   s.add("gateway.sends_burst", &gateway.sends_burst, "burst of sends above the rate", 1, 1e6);
-  s.add("gateway.deflate", &gateway.deflate, "offer permessage-deflate");
+  s.add("gateway.deflate", &gateway.deflate, "accept permessage-deflate (no context takeover)");
   s.add("gateway.dev_mode", &gateway.dev_mode, "accept 'dev:<name>' tokens and create users on the fly (never in production)");
   s.add("auth.secret_file", &secret_file, "token signing secret (default <store.dir>/secret.key, created if missing)");
   s.add("auth.token_ttl_s", &token_ttl_s, "lifetime of tokens issued by the admin API", 60, int64_t{10} * 365 * 24 * 3600);

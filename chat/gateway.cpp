@@ -134,7 +134,7 @@ class ws_session final : public session_base, public std::enable_shared_from_thi
 
 public:
   ws_session(std::shared_ptr<gateway::shared> g, gateway::io_shard& shard, NextLayer s)
-      : g_(std::move(g)), shard_(shard), sock_(std::move(s)), reader_(proto::frame_bytes_max, false),
+      : g_(std::move(g)), shard_(shard), sock_(std::move(s)), reader_(static_cast<uint32_t>(proto::frame_bytes_max), false),
         tokens_(g_->opts.sends_burst), deadline_(timer::calls<&ws_session::on_deadline>(this)),
         write_stall_(timer::calls<&ws_session::on_write_stall>(this)) {}
 
@@ -217,6 +217,7 @@ public:
     if (!accepted_)
       return abort(); // mid-handshake: no WebSocket to close yet
     // Nothing is queued after closing_ is set, so the close frame ends the last write.
+    close_at_ = static_cast<uint32_t>(ctrl_.size());
     ws::append_close(ctrl_, code, reason.substr(0, 120));
     close_queued_ = true;
     arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
@@ -266,8 +267,8 @@ private:
       return do_write();
     }
     deflate_ = answer.deflate;
-    window_bits_ = answer.deflate_window_bits;
-    reader_ = ws::frame_reader(proto::frame_bytes_max, deflate_);
+    window_bits_ = static_cast<uint8_t>(answer.deflate_window_bits);
+    reader_ = ws::frame_reader(static_cast<uint32_t>(proto::frame_bytes_max), deflate_);
     accepted_ = true;
     enqueue(proto::encode_hello(g_->opts.heartbeat_ms, g_->opts.node_name));
     flush();
@@ -306,6 +307,8 @@ private:
       g_->paused.inc();
       return shard_.pause(this->shared_from_this());
     }
+    if (!is_tcp && parsing_)
+      return; // the parser is reading test_buf_; on_test_read reads again when it is done
     reading_ = true;
     if constexpr (is_tcp) {
       sock_.async_wait(gateway_socket::wait_read, [self = this->shared_from_this()](beast::error_code ec) { self->on_readable(ec); });
@@ -364,7 +367,9 @@ private:
       p = partial_.data();
       len = partial_.size();
     }
+    parsing_ = true;
     size_t used = reader_.parse(p, len, [this](const ws::frame_reader::event& e) { on_event(e); });
+    parsing_ = false;
     if (finished_)
       return false;
     if (p == data)
@@ -385,7 +390,8 @@ private:
         on_message(e);
       break;
     case ws::frame_reader::event::ping:
-      if (!closing_)
+      // A ping flood gets pongs for what fits in 64 KiB per write; TCP backpressure does the rest.
+      if (!closing_ && ctrl_.size() < 64 * 1024)
         ws::append_frame(ctrl_, ws::opcode::pong, e.payload);
       break;
     case ws::frame_reader::event::pong:
@@ -512,11 +518,14 @@ private:
   // -- writing -----------------------------------------------------------------------------------
 
   void do_write() {
-    // One write: the upgrade answer (first write only, already in wbuf_), everything queued as
-    // one WebSocket text message, frames separated by '\n' (see docs/protocol.md), then control
-    // frames (pongs, and our close frame last once closing): a burst of deliveries costs one
-    // write and one syscall. The payload is copied once into wbuf_, which is cheaper than the
-    // buffers a gathered write would keep per connection.
+    // One write: the upgrade answer (first write only, already in wbuf_), pongs, everything
+    // queued as one WebSocket text message, frames separated by '\n' (see docs/protocol.md), and
+    // our close frame last once closing: a burst of deliveries costs one write and one syscall.
+    // The payload is copied once into wbuf_, which is cheaper than the buffers a gathered write
+    // would keep per connection.
+    std::string_view control(ctrl_);
+    std::string_view pongs = close_queued_ && !close_sent_ ? control.substr(0, close_at_) : control;
+    wbuf_ += pongs;
     if (!out_.empty()) {
       if (deflate_ && out_.size() >= deflate_min_bytes) {
         thread_local std::string packed;
@@ -530,7 +539,7 @@ private:
       g_->frames_out.inc(out_frames_);
       out_frames_ = 0;
     }
-    wbuf_ += ctrl_;
+    wbuf_ += control.substr(pongs.size()); // the close frame, if queued
     ctrl_.clear();
     if (close_queued_)
       close_sent_ = true;
@@ -585,7 +594,8 @@ private:
     g_->count.fetch_sub(1);
     g_->open.add(-1);
     g_->closed.inc();
-    std::string().swap(partial_);
+    // partial_ stays: finish() can run from inside the parser, which may be reading it. The
+    // session's destructor frees it.
     std::string().swap(out_);
     if (user_)
       g_->core.detach(user_, device_, this->shared_from_this());
@@ -602,7 +612,9 @@ private:
   std::mutex inbox_mu_;
   std::vector<std::string> inbox_; ///< pushed by other threads, taken by the I/O thread
   std::string out_;                ///< frames waiting for the next write, '\n'-separated
-  size_t out_frames_ = 0;
+  uint32_t out_frames_ = 0;
+  uint32_t close_at_ = 0;   ///< where our close frame starts in ctrl_, once queued
+  uint8_t window_bits_ = 15;
   std::string ctrl_;    ///< control frames (pongs, then our close) for the next write
   std::string wbuf_;    ///< the write in flight (before the first write: the upgrade answer)
   user_id user_ = 0;
@@ -611,9 +623,8 @@ private:
   std::chrono::steady_clock::time_point last_refill_ = std::chrono::steady_clock::now();
   timer deadline_;
   timer write_stall_;
-  int window_bits_ = 15;
   bool deflate_ = false, accepted_ = false, reading_ = false, writing_ = false, closing_ = false, finished_ = false;
-  bool refused_ = false, close_queued_ = false, close_sent_ = false, peer_closed_ = false;
+  bool refused_ = false, close_queued_ = false, close_sent_ = false, peer_closed_ = false, parsing_ = false;
 };
 
 gateway::gateway(node& n, http_server& http, chat_core& core, const token_signer& tokens, gateway_options opts)
@@ -687,6 +698,8 @@ void gateway::drain() {
 }
 
 size_t gateway::connections() const noexcept { return s_->count.load(); }
+
+size_t gateway::session_object_bytes() noexcept { return sizeof(ws_session<gateway_socket>); }
 
 void gateway::accept_test_stream(beast::test::stream&& s) {
   auto& shard = s_->shard_for(s.get_executor());

@@ -35,8 +35,8 @@ struct gateway_options {
   /// Sends per second per connection (token bucket rate) and the burst above it.
   double sends_per_sec = 100;
   double sends_burst = 200;
-  /// Offer permessage-deflate to clients that ask (window 2^11, memLevel 4: ~16 KiB per
-  /// compressing connection while it sends, bounded).
+  /// Accept permessage-deflate from clients that offer it, without context takeover either way:
+  /// one zlib codec per I/O thread, no compression state per connection.
   bool deflate = true;
   /// Accept identify tokens "dev:<name>" (users created on the fly). For trying things out only.
   bool dev_mode = false;
@@ -61,6 +61,10 @@ public:
   void drain();
   /// Connections currently open (all states).
   size_t connections() const noexcept;
+
+  /// sizeof one TCP session object (without the shared_ptr control block, Asio's per-socket
+  /// reactor state and the user's state in its shard): what an idle connection costs the gateway.
+  static size_t session_object_bytes() noexcept;
 
   /// Tests: serves one connection over Beast's in-memory test stream (its executor picks the I/O
   /// thread); the client side performs the WebSocket handshake as over TCP.

@@ -448,7 +448,7 @@ size_t frame_reader::parse_impl(char* data, size_t n, sink on, void* ctx) {
         if ((rsv & 0x3) || ((rsv & 0x4) && !deflate_))
           return fail(close_protocol_error, "reserved bits set without an extension that defines them"), pos;
       }
-      if (len > max_ || fragments_.size() + len > max_)
+      if (len > max_ || buffered() + len > max_)
         return fail(close_too_big, "message too big"), pos;
     }
     head += 4; // the masking key
@@ -496,14 +496,14 @@ size_t frame_reader::parse_impl(char* data, size_t n, sink on, void* ctx) {
       on(ctx, e);
       continue;
     }
-    fragments_.append(body);
+    if (!fragments_)
+      fragments_ = std::make_unique<std::string>();
+    fragments_->append(body);
     in_message_ = !fin;
     if (fin) {
-      e.payload = fragments_;
+      e.payload = *fragments_;
       on(ctx, e);
-      fragments_.clear();
-      if (fragments_.capacity() > 4096)
-        std::string().swap(fragments_); // an idle connection keeps no message buffer
+      fragments_.reset(); // an idle connection keeps no message buffer
     }
   }
   return pos;

@@ -103,7 +103,7 @@ public:
   /// `message_max`: the largest message (all fragments together, before decompression) a client
   /// may send; a frame that would exceed it is an error (1009) as soon as its header arrives.
   /// `deflate`: permessage-deflate was negotiated, so RSV1 may be set on a message's first frame.
-  frame_reader(size_t message_max, bool deflate) noexcept : max_(message_max), deflate_(deflate) {}
+  frame_reader(uint32_t message_max, bool deflate) noexcept : max_(message_max), deflate_(deflate) {}
 
   /// Parses the frames that are complete in [data, data + n), unmasking them in place, and calls
   /// `on(const event&)` for each message, control frame or the first error (after which it stops
@@ -116,19 +116,21 @@ public:
 
   bool failed() const noexcept { return failed_; }
   /// Bytes held for a fragmented message still arriving (0 when idle).
-  size_t buffered() const noexcept { return fragments_.size(); }
+  size_t buffered() const noexcept { return fragments_ ? fragments_->size() : 0; }
 
 private:
   using sink = void (*)(void*, const event&);
   size_t parse_impl(char* data, size_t n, sink on, void* ctx);
 
-  size_t max_;
+  uint32_t max_;
   bool deflate_;
   bool failed_ = false;
   bool in_message_ = false; ///< a fragmented message has started and not finished
   bool compressed_ = false; ///< of the message in progress
   opcode op_ = opcode::text; ///< of the message in progress
-  std::string fragments_;   ///< the fragmented message so far
+  /// The fragmented message so far; allocated only while one arrives (every connection has a
+  /// reader, few ever fragment).
+  std::unique_ptr<std::string> fragments_;
 };
 
 } // namespace agner::chat::ws

@@ -470,6 +470,13 @@ struct client {
       std::vector<std::shared_ptr<conn>> mine;
       for (size_t i = t; i < g.conns.size(); i += ios.size())
         mine.push_back(g.conns[i]);
+      // Each connection starts at its own phase of the send period, so the offered load is
+      // spread over time: with equal credits every connection would cross 1 on the same tick
+      // and the "open loop" would be synchronized bursts of one message per connection.
+      net::post(*ios[t], [mine, n = g.conns.size(), first = t, step = ios.size()] {
+        for (size_t k = 0; k < mine.size(); ++k)
+          mine[k]->credit = (static_cast<double>(first + k * step) + 0.5) / static_cast<double>(n);
+      });
       running.fetch_add(1);
       auto tick = std::make_shared<std::function<void(clk::time_point)>>();
       *tick = [&, timer, mine = std::move(mine), tick_w = std::weak_ptr(tick)](clk::time_point last) {

@@ -77,7 +77,13 @@ struct client {
   websocket::stream<beast::test::stream> ws;
   std::deque<json::object> pending;
 
-  explicit client(fixture& f) : ws(beast::test::stream(f.nd->io(0))) {
+  /// `deflate`: offer permessage-deflate (Beast's client side), which the gateway accepts.
+  explicit client(fixture& f, bool deflate = false) : ws(beast::test::stream(f.nd->io(0))) {
+    if (deflate) {
+      websocket::permessage_deflate pmd;
+      pmd.client_enable = true;
+      ws.set_option(pmd);
+    }
     beast::test::stream server(f.nd->io(0));
     ws.next_layer().connect(server);
     f.gw->accept_test_stream(std::move(server));
@@ -155,6 +161,43 @@ TEST_CASE("identify, send, stored, deliver and ack over in-memory streams") {
   b.send(R"({"op":"ack","inbox_seq":")" + std::string(d["inbox_seq"].as_string()) + R"("})");
   b.send(R"({"op":"heartbeat","ref":"hb"})");
   CHECK(b.next_op("heartbeat_ack")["ref"].as_string() == "hb");
+}
+
+TEST_CASE("Beast's client interoperates: compression both ways, fragments, ping and the close handshake") {
+  fixture f;
+  auto ta = f.token_for("alice");
+  auto tb = f.token_for("bob");
+  client a(f, true), b(f, true);
+  a.send(R"({"op":"identify","ref":"1","token":")" + ta + R"(","device":"phone"})");
+  a.next_op("ready");
+  b.send(R"({"op":"identify","ref":"1","token":")" + tb + R"(","device":"phone"})");
+  b.next_op("ready");
+  // A body long enough that both sides compress it.
+  std::string body;
+  for (int i = 0; i < 300; ++i)
+    body += "pack me ";
+  a.send(R"({"op":"send","ref":"s","to":"2","nonce":"z1","body":")" + body + R"("})");
+  CHECK(a.next_op("stored")["seq"].as_string() == "1");
+  CHECK(b.next_op("deliver")["body"].as_string() == body);
+  // One message in fragments of 8 bytes.
+  a.ws.auto_fragment(true);
+  a.ws.write_buffer_bytes(8);
+  a.send(R"({"op":"heartbeat","ref":"fragmented"})");
+  CHECK(a.next_op("heartbeat_ack")["ref"].as_string() == "fragmented");
+  a.ws.auto_fragment(false);
+  // A ping is answered with a pong carrying the same data.
+  std::string pong;
+  a.ws.control_callback([&](websocket::frame_type kind, beast::string_view payload) {
+    if (kind == websocket::frame_type::pong)
+      pong = std::string(payload);
+  });
+  a.ws.ping("are you there");
+  a.send(R"({"op":"heartbeat","ref":"after-ping"})");
+  CHECK(a.next_op("heartbeat_ack")["ref"].as_string() == "after-ping");
+  CHECK(pong == "are you there");
+  // The client closes; the gateway answers with the same code and the read ends cleanly.
+  b.ws.close(websocket::close_code::normal);
+  CHECK(b.ws.reason().code == websocket::close_code::normal);
 }
 
 TEST_CASE("requests before identify close with 4003 after an error frame") {
@@ -252,4 +295,11 @@ TEST_CASE("draining closes connections with 1001") {
   c.next_op("ready");
   f.gw->drain();
   CHECK(c.close_code() == 1001);
+}
+
+TEST_CASE("an idle session object stays small: the 2 KB per idle connection budget depends on it") {
+  // docs/benchmarks-chat.md accounts for every byte of an idle connection; the session object is
+  // the largest part the gateway owns. Beast's websocket::stream impl alone was 2,576 bytes.
+  MESSAGE("session object: " << gateway::session_object_bytes() << " bytes");
+  CHECK(gateway::session_object_bytes() <= 512);
 }

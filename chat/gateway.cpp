@@ -120,6 +120,12 @@ inline std::span<char> read_scratch() {
   return {buf.get(), 64 * 1024};
 }
 
+/// Milliseconds of the steady clock, cut to 32 bits (the token bucket's stamp).
+inline uint32_t now_ms32() {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch());
+  return static_cast<uint32_t>(ms.count());
+}
+
 /// Messages to clients are compressed (when negotiated) from this size on: below it, deflate
 /// saves a few bytes and costs more CPU than the bytes are worth.
 constexpr size_t deflate_min_bytes = 256;
@@ -135,7 +141,8 @@ class ws_session final : public session_base, public std::enable_shared_from_thi
 public:
   ws_session(std::shared_ptr<gateway::shared> g, gateway::io_shard& shard, NextLayer s)
       : g_(std::move(g)), shard_(shard), sock_(std::move(s)), reader_(static_cast<uint32_t>(proto::frame_bytes_max), false),
-        tokens_(g_->opts.sends_burst), deadline_(timer::calls<&ws_session::on_deadline>(this)),
+        tokens_(static_cast<float>(g_->opts.sends_burst)), last_refill_ms_(now_ms32()),
+        deadline_(timer::calls<&ws_session::on_deadline>(this)),
         write_stall_(timer::calls<&ws_session::on_write_stall>(this)) {}
 
   ~ws_session() override = default;
@@ -182,6 +189,15 @@ public:
   }
   void close(uint16_t code, std::string reason) override {
     net::post(sock_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
+  }
+  void replay_paused(std::function<void()> ask_more) override {
+    // Posted after the page's frames (same thread, FIFO), so they are queued when this runs.
+    net::post(sock_.get_executor(), [self = this->shared_from_this(), f = std::move(ask_more)]() mutable {
+      if (self->closing_ || self->finished_)
+        return;
+      self->ask_more_ = std::make_unique<std::function<void()>>(std::move(f));
+      self->maybe_ask_more();
+    });
   }
 
   /// On this session's I/O thread: queues a frame for the next write (see flush).
@@ -505,10 +521,11 @@ private:
   }
 
   bool take_token() {
-    auto now = std::chrono::steady_clock::now();
-    double elapsed = std::chrono::duration<double>(now - last_refill_).count();
-    last_refill_ = now;
-    tokens_ = std::min(g_->opts.sends_burst, tokens_ + elapsed * g_->opts.sends_per_sec);
+    // A 32-bit millisecond stamp: it wraps after 49 days, and the unsigned difference stays right.
+    auto now = now_ms32();
+    double elapsed = static_cast<uint32_t>(now - last_refill_ms_) / 1000.0;
+    last_refill_ms_ = now;
+    tokens_ = static_cast<float>(std::min(g_->opts.sends_burst, tokens_ + elapsed * g_->opts.sends_per_sec));
     if (tokens_ < 1)
       return false;
     tokens_ -= 1;
@@ -568,6 +585,15 @@ private:
     if (!out_.empty() || !ctrl_.empty())
       return do_write();
     write_stall_.cancel();
+    maybe_ask_more();
+  }
+
+  /// A paged resume replay waits for the outbound queue to drain before its next page.
+  void maybe_ask_more() {
+    if (ask_more_ && !writing_ && out_.empty()) {
+      auto f = std::move(ask_more_);
+      (*f)();
+    }
   }
 
   void on_deadline() {
@@ -619,8 +645,9 @@ private:
   std::string wbuf_;    ///< the write in flight (before the first write: the upgrade answer)
   user_id user_ = 0;
   std::string device_;
-  double tokens_;
-  std::chrono::steady_clock::time_point last_refill_ = std::chrono::steady_clock::now();
+  float tokens_;                 ///< the send token bucket
+  uint32_t last_refill_ms_;      ///< steady clock (ms, 32 bits) of its last refill
+  std::unique_ptr<std::function<void()>> ask_more_; ///< a paged replay's request for its next page
   timer deadline_;
   timer write_stall_;
   bool deflate_ = false, accepted_ = false, reading_ = false, writing_ = false, closing_ = false, finished_ = false;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,6 +17,11 @@ public:
   virtual void push(std::string frame) = 0;
   /// Closes the connection with a WebSocket close code. Any thread.
   virtual void close(uint16_t code, std::string reason) = 0;
+  /// A resume replay is sent in pages: the user's owner pushed one and has more. Call
+  /// `ask_more` once (any thread) when ready for the next page. A connection calls it when its
+  /// outbound queue has drained, so a long replay never overflows the queue's bound. The default
+  /// asks at once: a sink without an outbound bound takes everything.
+  virtual void replay_paused(std::function<void()> ask_more) { ask_more(); }
 };
 
 using sink_ptr = std::shared_ptr<session_sink>;

@@ -169,10 +169,46 @@ void user_shard::open_session(user_state& s, user_ops::attach& m, uint64_t from)
   }
   s.sessions.push_back({m.device, m.sink});
   m.sink->push(proto::encode_ready(m.ref, m.user, m.device, rec.last_inbox_seq, from));
-  for (auto& e : rec.pending)
-    if (e.inbox_seq > from)
-      m.sink->push(deliver_frame(s, e));
+  replay_page(m.user, s, s.sessions.back(), from);
   prune(s);
+}
+
+void user_shard::replay_page(user_id u, user_state& s, device_session& d, uint64_t after) {
+  auto& p = s.rec.pending;
+  auto it = std::upper_bound(p.begin(), p.end(), after, [](uint64_t v, const inbox_entry& e) { return v < e.inbox_seq; });
+  if (d.replaying && it != p.end() && it->inbox_seq > after + 1) {
+    // The resume buffer overflowed (pending_max) while this device was catching up.
+    d.sink->push(proto::encode_error("", proto::error_code::resume_too_old,
+                                     fmt::format("entries after {} are no longer kept (oldest kept: {}); fetch history",
+                                                 after, it->inbox_seq)));
+  }
+  size_t bytes = 0;
+  for (; it != p.end(); ++it) {
+    if (bytes >= core_.options().users.replay_page_bytes) {
+      d.replaying = true;
+      d.replay_after = std::prev(it)->inbox_seq;
+      auto* core = &core_;
+      d.sink->replay_paused([core, u, w = std::weak_ptr<session_sink>(d.sink)] {
+        core->users().cast(u, user_ops::more{u, w});
+      });
+      return;
+    }
+    auto frame = deliver_frame(s, *it);
+    bytes += frame.size();
+    d.sink->push(std::move(frame));
+  }
+  d.replaying = false;
+}
+
+void user_shard::handle(user_ops::more& m) {
+  auto sink = m.sink.lock();
+  auto it = users_.find(m.user);
+  if (!sink || it == users_.end())
+    return; // the session or the user went away meanwhile
+  auto& s = it->second;
+  for (auto& d : s.sessions)
+    if (d.sink == sink && d.replaying)
+      return replay_page(m.user, s, d, d.replay_after);
 }
 
 void user_shard::handle(user_ops::detach& m) {
@@ -194,7 +230,8 @@ void user_shard::handle(user_ops::deliver& m) {
   auto frame = proto::encode_deliver(
     {s.rec.last_inbox_seq, msg.conversation, msg.seq, msg.msg.id, msg.msg.from, msg.msg.nonce, msg.msg.body});
   for (auto& d : s.sessions)
-    d.sink->push(frame);
+    if (!d.replaying) // a replaying device gets it from `pending`, after what came before it
+      d.sink->push(frame);
 }
 
 void user_shard::handle(user_ops::ack& m) {

@@ -59,6 +59,11 @@ struct registered {
   uint64_t from;
   store::write_status status;
 };
+/// A session that received a page of its resume replay is ready for the next one.
+struct more {
+  user_id user;
+  std::weak_ptr<session_sink> sink;
+};
 /// Periodic: write dirty users to the cache, checkpoint, forget idle users.
 struct tick {};
 struct flushed {
@@ -80,12 +85,15 @@ struct user_limits {
   uint32_t pending_max = 10'000;
   /// Message bodies kept in memory per user for fast offline delivery; older ones come from the log.
   uint32_t recent_max = 256;
+  /// A resume replay goes out in pages of about this many bytes; the session asks for the next
+  /// page when its outbound queue has drained (chat_node keeps it below the gateway's bound).
+  uint32_t replay_page_bytes = 128 * 1024;
 };
 
 class user_shard final : public store::replayable {
 public:
   using write_msg = std::variant<user_ops::attach, user_ops::detach, user_ops::deliver, user_ops::ack, user_ops::tick,
-                                 user_ops::flushed, user_ops::final_checkpoint, user_ops::registered>;
+                                 user_ops::flushed, user_ops::final_checkpoint, user_ops::registered, user_ops::more>;
   struct read_msg {};
   using read_reply = int;
   struct view {};
@@ -106,6 +114,10 @@ private:
   struct device_session {
     std::string device;
     sink_ptr sink;
+    /// While its resume replay is paged: the last inbox_seq sent. Live deliveries wait in
+    /// `pending` meanwhile and go out in order with the replay.
+    uint64_t replay_after = 0;
+    bool replaying = false;
   };
   struct user_state {
     user_record rec;
@@ -122,6 +134,10 @@ private:
   void handle(user_ops::flushed& m);
   void handle(user_ops::final_checkpoint& m);
   void handle(user_ops::registered& m);
+  void handle(user_ops::more& m);
+  /// Sends the device the pending entries after `after`, one page at most; asks its session to
+  /// call back for the next page if more remain.
+  void replay_page(user_id u, user_state& s, device_session& d, uint64_t after);
   /// The second half of an attach, once the device is known durably: sessions, ready, replay.
   void open_session(user_state& s, user_ops::attach& m, uint64_t from);
 

@@ -42,15 +42,28 @@ conversation_shard::conv_state* conversation_shard::load(conversation_id c, cons
     sink->push(proto::encode_error(ref, proto::error_code::not_found, "no such user"));
     return nullptr;
   }
-  conv_state s;
   // The last reload_window messages give the next seq and the nonces to recognise retries of.
+  // Read before the entry exists, so that a read that throws leaves nothing half-built.
   auto page = core_.store().history_before(c, UINT64_MAX, core_.options().conversations.reload_window);
+  auto& s = convs_.try_emplace(c, *this, c).first->second;
   for (auto& e : page) {
     auto rec = message_record::decode(e.payload);
     remember(s, nonce_key(rec.from, rec.nonce), {e.seq, rec.id, true});
     s.next_seq = e.seq + 1;
   }
-  return &convs_.emplace(c, std::move(s)).first->second;
+  return &s;
+}
+
+void conversation_shard::touch(conv_state& s) {
+  ctx_.wheel().arm(s.idle, core_.time().now() + core_.options().conversations.idle_evict);
+}
+
+void conversation_shard::on_idle(timer&, void* state) {
+  auto& s = *static_cast<conv_state*>(state);
+  if (!s.in_flight.empty() || !s.queued.empty())
+    return s.shard->touch(s); // still writing: look again later
+  s.shard->core_.evicted().inc();
+  s.shard->convs_.erase(s.id); // destroys s and its timer: allowed from the timer's own callback
 }
 
 void conversation_shard::remember(conv_state& s, uint64_t key, nonce_info info) {
@@ -68,7 +81,7 @@ void conversation_shard::handle(conv_ops::send& m) {
   auto* s = load(m.conversation, m.sink, m.ref);
   if (!s)
     return;
-  s->last_used = core_.time().now();
+  touch(*s);
   auto key = nonce_key(m.from, m.nonce);
   if (auto it = s->nonces.find(key); it != s->nonces.end()) {
     // A retry: answer with the original message, never create a second one.
@@ -119,18 +132,6 @@ void conversation_shard::submit(conversation_id c, conv_state& s) {
     conv_ops::committed fail{c, store::write_status::failed, 0};
     handle(fail);
   }
-}
-
-void conversation_shard::handle(conv_ops::tick&) {
-  auto cutoff = core_.time().now() - core_.options().conversations.idle_evict;
-  for (auto it = convs_.begin(); it != convs_.end();) {
-    auto& s = it->second;
-    if (s.in_flight.empty() && s.queued.empty() && s.last_used < cutoff)
-      it = convs_.erase(it);
-    else
-      ++it;
-  }
-  core_.conversations().cast_later(ctx_.index(), evict_interval(core_.options()), conv_ops::tick{});
 }
 
 void conversation_shard::handle(conv_ops::committed& m) {

@@ -34,8 +34,6 @@ struct committed {
   store::write_status status;
   store::log_position first_position;
 };
-/// Periodic: forget conversations idle for a while (they reload from the store when used again).
-struct tick {};
 } // namespace conv_ops
 
 struct conversation_limits {
@@ -54,7 +52,7 @@ struct conversation_limits {
 
 class conversation_shard {
 public:
-  using write_msg = std::variant<conv_ops::send, conv_ops::committed, conv_ops::tick>;
+  using write_msg = std::variant<conv_ops::send, conv_ops::committed>;
   /// Read lane work (history pages): a query that reads the store in its own short read
   /// transaction and answers its session itself.
   struct read_msg {
@@ -85,9 +83,17 @@ private:
     message_id id;
     bool durable;
   };
+  /// A loaded conversation. Not movable (its idle timer is linked into the shard's wheel by
+  /// address); unordered_map nodes never move.
   struct conv_state {
+    conv_state(conversation_shard& shard, conversation_id id)
+        : shard(&shard), id(id), idle(&conversation_shard::on_idle, this) {}
+    conversation_shard* shard;
+    conversation_id id;
+    /// Fires idle_evict after the last use: the conversation leaves memory (it reloads from the
+    /// store when used again). Re-armed on every use, which the wheel does lazily in O(1).
+    timer idle;
     uint64_t next_seq = 1;
-    time_point last_used{};
     /// hash of (sender, nonce) -> message. A 64-bit hash: a false match needs a collision among
     /// the few hundred nonces of one conversation (~2^-48).
     std::unordered_map<uint64_t, nonce_info> nonces;
@@ -98,7 +104,9 @@ private:
 
   void handle(conv_ops::send& m);
   void handle(conv_ops::committed& m);
-  void handle(conv_ops::tick& m);
+  /// Marks a use: pushes the conversation's eviction deadline to now + idle_evict.
+  void touch(conv_state& s);
+  static void on_idle(timer& t, void* state);
   conv_state* load(conversation_id c, const sink_ptr& sink, const std::string& ref);
   void remember(conv_state& s, uint64_t key, nonce_info info);
   void submit(conversation_id c, conv_state& s);

@@ -16,7 +16,8 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
                      escalation escalate)
     : opts_(std::move(opts)), store_(store), metrics_(reg), ids_(opts_.node_id), user_slots_(opts_.user_shards),
       sent_(reg.make_counter("agner_chat_messages_stored_total", "Messages durable in the log")),
-      delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")) {
+      delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")),
+      evicted_(reg.make_counter("agner_chat_conversations_evicted_total", "Idle conversations dropped from memory (they reload when used)")) {
   // User checkpoints are per shard: a data directory written with another shard count would map
   // users to other shards and replay from the wrong checkpoints.
   auto key = std::string("chat/user_shards");
@@ -44,8 +45,6 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
   // Housekeeping ticks re-arm themselves from then on.
   for (uint32_t i = 0; i < opts_.user_shards; ++i)
     users_->cast_later(i, opts_.tick_interval, user_ops::tick{});
-  for (uint32_t i = 0; i < opts_.conversation_shards; ++i)
-    convs_->cast_later(i, evict_interval(opts_), conv_ops::tick{});
 }
 
 chat_core::~chat_core() { stop(); }

@@ -37,12 +37,6 @@ struct chat_options {
   conversation_limits conversations;
 };
 
-/// How often a conversation shard walks its conversations for idle ones: a quarter of the idle
-/// time (a walk every second over a million conversations was a measurable stall), at least a tick.
-inline std::chrono::milliseconds evict_interval(const chat_options& o) {
-  return std::max(o.tick_interval, o.conversations.idle_evict / 4);
-}
-
 class chat_core {
 public:
   using escalation = std::function<void(const std::string&)>;
@@ -93,6 +87,8 @@ public:
   /// The user shard that owns `u` (usable while the user service is being built, e.g. replay).
   uint32_t user_shard_of(user_id u) const noexcept { return user_slots_.shard_of(u); }
   service<conversation_shard>& conversations() noexcept { return *convs_; }
+  /// Counts conversations evicted from memory after idle_evict (any thread).
+  metrics::counter& evicted() noexcept { return evicted_; }
 
   /// Runs on the store's writer thread after a conversation batch committed: fans the messages
   /// out to their recipients' owners in log order, then tells the conversation's owner.
@@ -110,6 +106,7 @@ private:
   std::unique_ptr<service<conversation_shard>> convs_;
   metrics::counter& sent_;
   metrics::counter& delivered_;
+  metrics::counter& evicted_;
 };
 
 } // namespace agner::chat

@@ -13,6 +13,7 @@
 #include "runtime/metrics.hpp"
 #include "runtime/slot_table.hpp"
 #include "runtime/supervisor.hpp"
+#include "runtime/timer/wheel.hpp"
 
 #include <caf/all.hpp>
 
@@ -20,6 +21,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -41,6 +43,9 @@ template <class T>
 struct reply_env {
   T value;
 };
+/// The one self-addressed message that wakes a write lane for its timer wheel's next deadline.
+struct wheel_wakeup {};
+
 /// An asynchronous read: the reply goes to a callback, run on the read-lane thread.
 template <class T, class R>
 struct read_cb_env {
@@ -54,6 +59,8 @@ struct read_cb_env {
 namespace caf {
 template <class T>
 struct allowed_unsafe_message_type<agner::write_env<T>> : std::true_type {};
+template <>
+struct allowed_unsafe_message_type<agner::wheel_wakeup> : std::true_type {};
 template <class T>
 struct allowed_unsafe_message_type<agner::read_env<T>> : std::true_type {};
 template <class T>
@@ -78,6 +85,9 @@ struct service_options {
   /// reads cannot take the CPU from write lanes and deliveries. false: reads share CAF's
   /// scheduler with everything else (fewer threads, no isolation).
   bool isolated_reads = true;
+  /// Tick of each shard's timer wheel: per-key deadlines (idle eviction, retries, expiry) fire
+  /// at most this late.
+  duration wheel_tick = std::chrono::milliseconds(10);
 };
 
 /// Per-shard counters shared between producers and the lanes. Queue depth is two monotonic
@@ -126,6 +136,13 @@ public:
   /// The write-lane actor, for sending itself work (e.g. store completions).
   const caf::actor& self() const noexcept { return self_; }
 
+  /// This shard's timer wheel, for per-key deadlines (idle eviction, retries, expiry). Write lane
+  /// only, from on_write. The service advances it after every write message and wakes the lane
+  /// for its next deadline with one self-addressed message, so a million keys with deadlines
+  /// put one entry on CAF's clock, not a million. It outlives a restart in place: the old
+  /// state's timers unlink themselves when they are destroyed.
+  timer_wheel& wheel() noexcept { return *wheel_; }
+
   /// Publishes an immutable snapshot for the read lane. Write lane only. Readers that already
   /// hold the previous snapshot keep it alive until they finish.
   void publish(std::shared_ptr<const View> v) noexcept { std::atomic_store_explicit(&view_, std::move(v), std::memory_order_release); }
@@ -140,6 +157,8 @@ private:
   caf::actor_system* sys_;
   caf::actor self_;
   std::shared_ptr<const View> view_;
+  std::unique_ptr<timer_wheel> wheel_;
+  std::optional<time_point> wake_at_; ///< when the pending wheel_wakeup arrives, if one is pending
 };
 
 /// A sharded service over a shard implementation `Shard`, which provides:
@@ -178,6 +197,7 @@ public:
     cores_.reserve(opts_.shards);
     for (uint32_t i = 0; i < opts_.shards; ++i) {
       auto core = std::make_shared<shard_core>(this, context{opts_.name, i, sys});
+      core->ctx.wheel_ = std::make_unique<timer_wheel>(opts_.wheel_tick, clock_->now());
       core->impl = make_(core->ctx);
       if (!core->ctx.view())
         core->ctx.publish(std::make_shared<const view>());
@@ -301,6 +321,13 @@ private:
       [self, core](write_env<write_msg>& e) {
         detail::current_host = self->context();
         core->svc->on_write(*core, e.msg);
+        core->svc->run_wheel(*core);
+        detail::current_host = nullptr;
+      },
+      [self, core](wheel_wakeup) {
+        detail::current_host = self->context();
+        core->ctx.wake_at_.reset();
+        core->svc->run_wheel(*core);
         detail::current_host = nullptr;
       },
     };
@@ -334,6 +361,29 @@ private:
     detail::bump(st.writes_handled);
     if (st.overloaded.load(std::memory_order_relaxed) && st.write_depth() <= opts_.queue_low)
       st.overloaded.store(false, std::memory_order_relaxed);
+  }
+
+  // Fires what is due on the shard's wheel (callbacks run as part of the write lane, like
+  // on_write: one that throws restarts the shard), then makes sure a wakeup is pending for the
+  // next deadline: one message on CAF's clock per shard, re-aimed only when a deadline is earlier.
+  void run_wheel(shard_core& c) {
+    auto& w = *c.ctx.wheel_;
+    if (!c.failed) {
+      try {
+        w.advance(clock_->now());
+      } catch (const std::exception& e) {
+        restart(c, e.what());
+      } catch (...) {
+        restart(c, "unknown exception in a timer callback");
+      }
+    }
+    auto next = w.next_deadline();
+    if (!next || (c.ctx.wake_at_ && *c.ctx.wake_at_ <= *next))
+      return;
+    auto now = clock_->now();
+    auto delay = *next > now ? *next - now : duration::zero();
+    c.ctx.wake_at_ = now + delay;
+    caf::delayed_anon_send(c.ctx.self_, delay, wheel_wakeup{});
   }
 
   caf::expected<read_reply> on_read(shard_core& c, read_msg& m, time_point deadline) {

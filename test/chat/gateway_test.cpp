@@ -28,7 +28,7 @@ struct fixture {
   std::unique_ptr<http_server> http;
   std::unique_ptr<gateway> gw;
 
-  explicit fixture(gateway_options gopts = {}) {
+  explicit fixture(gateway_options gopts = {}, std::chrono::milliseconds idle_evict = std::chrono::seconds(60)) {
     dir = (std::filesystem::temp_directory_path() / ("agner-gw-" + std::to_string(::getpid()) + "-" +
                                                       std::to_string(reinterpret_cast<uintptr_t>(this))))
             .string();
@@ -46,6 +46,7 @@ struct fixture {
     chat_options co;
     co.user_shards = 2;
     co.conversation_shards = 2;
+    co.conversations.idle_evict = idle_evict;
     core = std::make_unique<chat_core>(nd->system(), *st, nd->metrics(), co, [](const std::string&) {});
     http = std::make_unique<http_server>(*nd, http_options{});
     gw = std::make_unique<gateway>(*nd, *http, *core, *tokens, gopts);
@@ -198,6 +199,28 @@ TEST_CASE("Beast's client interoperates: compression both ways, fragments, ping 
   // The client closes; the gateway answers with the same code and the read ends cleanly.
   b.ws.close(websocket::close_code::normal);
   CHECK(b.ws.reason().code == websocket::close_code::normal);
+}
+
+TEST_CASE("an idle conversation leaves memory on its own timer and comes back whole") {
+  fixture f({}, std::chrono::milliseconds(50));
+  auto ta = f.token_for("alice");
+  f.token_for("bob"); // the recipient must exist
+  client a(f);
+  a.send(R"({"op":"identify","ref":"1","token":")" + ta + R"("})");
+  a.next_op("ready");
+  a.send(R"({"op":"send","ref":"s1","to":"2","nonce":"keep","body":"one"})");
+  auto first = a.next_op("stored");
+  CHECK(first["seq"].as_string() == "1");
+  for (int i = 0; i < 200 && f.core->evicted().value() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(f.core->evicted().value() == 1);
+  // Reloaded from the store: a retried nonce is still recognised and seq continues.
+  a.send(R"({"op":"send","ref":"s2","to":"2","nonce":"keep","body":"one"})");
+  auto again = a.next_op("stored");
+  CHECK(again["id"] == first["id"]);
+  CHECK(again["seq"].as_string() == "1");
+  a.send(R"({"op":"send","ref":"s3","to":"2","nonce":"new","body":"two"})");
+  CHECK(a.next_op("stored")["seq"].as_string() == "2");
 }
 
 TEST_CASE("requests before identify close with 4003 after an error frame") {

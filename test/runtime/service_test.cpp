@@ -10,6 +10,7 @@
 #include <optional>
 #include <map>
 #include <mutex>
+#include <thread>
 
 using namespace agner;
 using namespace std::chrono_literals;
@@ -310,4 +311,91 @@ TEST_CASE("shard metrics are registered per service and shard") {
   CHECK(reg.render().find("agner_service_restarts_total{service=\"users\"} 0") != std::string::npos);
   svc.stop(false);
   ts.sched().run();
+}
+
+namespace {
+
+/// A shard with a per-key deadline on its own timer wheel: `delay_ms > 0` (re-)arms the key's
+/// timer, 0 cancels it. Firings are recorded with their deadlines.
+struct timed_shard {
+  struct fired_log {
+    std::mutex mu;
+    std::map<uint64_t, std::pair<time_point, time_point>> fired; // key -> (deadline, fired at)
+    std::atomic<int> count{0};
+  };
+  struct write_msg {
+    uint64_t key;
+    int delay_ms;
+  };
+  struct read_msg {};
+  using read_reply = int;
+  struct view {};
+  struct entry {
+    entry(timed_shard& s, uint64_t k) : shard(&s), key(k), t(&timed_shard::on_fire, this) {}
+    timed_shard* shard;
+    uint64_t key;
+    time_point deadline{};
+    agner::timer t;
+  };
+
+  timed_shard(shard_context<view>& ctx, fired_log& log) : ctx_(ctx), log_(log) {}
+
+  void on_write(write_msg& m) {
+    if (m.delay_ms == 0) {
+      entries_.erase(m.key); // the timer's destructor cancels it
+      return;
+    }
+    auto& e = entries_.try_emplace(m.key, *this, m.key).first->second;
+    e.deadline = steady_clock_source::instance().now() + std::chrono::milliseconds(m.delay_ms);
+    ctx_.wheel().arm(e.t, e.deadline);
+  }
+  static read_reply on_read(const view&, read_msg&) { return 0; }
+
+  static void on_fire(agner::timer&, void* p) {
+    auto& e = *static_cast<entry*>(p);
+    auto& log = e.shard->log_;
+    {
+      std::lock_guard lock(log.mu);
+      log.fired[e.key] = {e.deadline, steady_clock_source::instance().now()};
+    }
+    log.count.fetch_add(1);
+    e.shard->entries_.erase(e.key); // destroys the timer inside its own callback
+  }
+
+private:
+  shard_context<view>& ctx_;
+  fired_log& log_;
+  std::map<uint64_t, entry> entries_;
+};
+
+} // namespace
+
+TEST_CASE("a shard's own timer wheel fires per-key deadlines on time, and cancelled ones never") {
+  real_system rs;
+  timed_shard::fired_log log;
+  service_options o;
+  o.shards = 2;
+  service<timed_shard> svc(
+    *rs.sys, o, [&log](auto& ctx) { return std::make_unique<timed_shard>(ctx, log); }, nullptr);
+  constexpr int keys = 2000;
+  for (int k = 0; k < keys; ++k)
+    svc.cast(uint64_t(k), {uint64_t(k), 20 + k % 60});
+  for (int k = 0; k < keys; k += 10)
+    svc.cast(uint64_t(k), {uint64_t(k), 0}); // cancel every tenth
+  for (int k = 1; k < keys; k += 10)
+    svc.cast(uint64_t(k), {uint64_t(k), 100}); // re-arm later
+  const int expected = keys - keys / 10;
+  for (int i = 0; i < 500 && log.count.load() < expected; ++i)
+    std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(100ms); // a cancelled one that wrongly fired would show up now
+  std::lock_guard lock(log.mu);
+  CHECK(log.count.load() == expected);
+  CHECK(log.fired.size() == size_t(expected));
+  for (int k = 0; k < keys; k += 10)
+    CHECK(log.fired.count(uint64_t(k)) == 0);
+  for (auto& [key, when] : log.fired) {
+    CHECK(when.second >= when.first); // never before its deadline
+    CHECK(when.second - when.first < 2s); // and no later than a loose bound for a loaded box
+  }
+  svc.stop();
 }

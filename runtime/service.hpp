@@ -368,6 +368,8 @@ private:
   // next deadline: one message on CAF's clock per shard, re-aimed only when a deadline is earlier.
   void run_wheel(shard_core& c) {
     auto& w = *c.ctx.wheel_;
+    if (w.counters().live == 0)
+      return; // nothing armed (the common case of shards without deadlines): no clock read
     if (!c.failed) {
       try {
         w.advance(clock_->now());

@@ -137,10 +137,11 @@ public:
   const caf::actor& self() const noexcept { return self_; }
 
   /// This shard's timer wheel, for per-key deadlines (idle eviction, retries, expiry). Write lane
-  /// only, from on_write. The service advances it after every write message and wakes the lane
-  /// for its next deadline with one self-addressed message, so a million keys with deadlines
-  /// put one entry on CAF's clock, not a million. It outlives a restart in place: the old
-  /// state's timers unlink themselves when they are destroyed.
+  /// only, from on_write. The service keeps one self-addressed wakeup pending on CAF's clock for
+  /// the wheel's next deadline and advances the wheel when it arrives, so a million keys with
+  /// deadlines put one entry on CAF's clock, not a million, and a write message that arms
+  /// nothing earlier costs nothing. It outlives a restart in place: the old state's timers
+  /// unlink themselves when they are destroyed.
   timer_wheel& wheel() noexcept { return *wheel_; }
 
   /// Publishes an immutable snapshot for the read lane. Write lane only. Readers that already
@@ -158,7 +159,8 @@ private:
   caf::actor self_;
   std::shared_ptr<const View> view_;
   std::unique_ptr<timer_wheel> wheel_;
-  std::optional<time_point> wake_at_; ///< when the pending wheel_wakeup arrives, if one is pending
+  std::optional<time_point> wake_at_;  ///< when the pending wheel_wakeup arrives, if one is pending
+  std::optional<time_point> wake_for_; ///< an arm asked for an earlier deadline (the wheel's hook)
 };
 
 /// A sharded service over a shard implementation `Shard`, which provides:
@@ -198,6 +200,9 @@ public:
     for (uint32_t i = 0; i < opts_.shards; ++i) {
       auto core = std::make_shared<shard_core>(this, context{opts_.name, i, sys});
       core->ctx.wheel_ = std::make_unique<timer_wheel>(opts_.wheel_tick, clock_->now());
+      // Until woken: the first arm, and any arm earlier than the next wakeup, calls the hook.
+      core->ctx.wheel_->set_wakeup(&service::on_wake_request, &core->ctx);
+      core->ctx.wheel_->expect_advance(std::nullopt);
       core->impl = make_(core->ctx);
       if (!core->ctx.view())
         core->ctx.publish(std::make_shared<const view>());
@@ -321,7 +326,8 @@ private:
       [self, core](write_env<write_msg>& e) {
         detail::current_host = self->context();
         core->svc->on_write(*core, e.msg);
-        core->svc->run_wheel(*core);
+        if (core->ctx.wake_for_)
+          core->svc->schedule_wakeup(*core);
         detail::current_host = nullptr;
       },
       [self, core](wheel_wakeup) {
@@ -363,13 +369,31 @@ private:
       st.overloaded.store(false, std::memory_order_relaxed);
   }
 
-  // Fires what is due on the shard's wheel (callbacks run as part of the write lane, like
-  // on_write: one that throws restarts the shard), then makes sure a wakeup is pending for the
-  // next deadline: one message on CAF's clock per shard, re-aimed only when a deadline is earlier.
+  // The wheel's hook, called from an arm on the write lane whose deadline is earlier than the
+  // announced next advance: remember it; the lane schedules a wakeup after the message.
+  static void on_wake_request(void* ctx, time_point deadline) {
+    auto& c = *static_cast<context*>(ctx);
+    if (!c.wake_for_ || deadline < *c.wake_for_)
+      c.wake_for_ = deadline;
+  }
+
+  // Makes sure a wheel_wakeup arrives by the requested deadline: one message on CAF's clock per
+  // shard, re-aimed only when a deadline is earlier than the pending one.
+  void schedule_wakeup(shard_core& c) {
+    auto at = *c.ctx.wake_for_;
+    c.ctx.wake_for_.reset();
+    if (c.ctx.wake_at_ && *c.ctx.wake_at_ <= at)
+      return;
+    auto now = clock_->now();
+    auto delay = at > now ? at - now : duration::zero();
+    c.ctx.wake_at_ = now + delay;
+    caf::delayed_anon_send(c.ctx.self_, delay, wheel_wakeup{});
+  }
+
+  // A wakeup arrived: fire what is due (callbacks run as part of the write lane, like on_write:
+  // one that throws restarts the shard) and aim the next wakeup at the wheel's next deadline.
   void run_wheel(shard_core& c) {
     auto& w = *c.ctx.wheel_;
-    if (w.counters().live == 0)
-      return; // nothing armed (the common case of shards without deadlines): no clock read
     if (!c.failed) {
       try {
         w.advance(clock_->now());
@@ -380,12 +404,10 @@ private:
       }
     }
     auto next = w.next_deadline();
-    if (!next || (c.ctx.wake_at_ && *c.ctx.wake_at_ <= *next))
-      return;
-    auto now = clock_->now();
-    auto delay = *next > now ? *next - now : duration::zero();
-    c.ctx.wake_at_ = now + delay;
-    caf::delayed_anon_send(c.ctx.self_, delay, wheel_wakeup{});
+    w.expect_advance(next); // an arm earlier than this calls the hook
+    c.ctx.wake_for_ = next;
+    if (next)
+      schedule_wakeup(c);
   }
 
   caf::expected<read_reply> on_read(shard_core& c, read_msg& m, time_point deadline) {

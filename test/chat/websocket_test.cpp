@@ -258,3 +258,47 @@ TEST_CASE("permessage-deflate round-trips, flags compressed messages, and bounds
   REQUIRE(codec.inflate(small, back, 100) == ws::deflate_codec::inflate_result::ok);
   CHECK(back == "hello");
 }
+
+TEST_CASE("random bytes and mangled frames never crash the reader and never report more than they hold") {
+  // A cheap fuzz pass: anything a socket may deliver, in any chunking. Under ASan in CI.
+  uint64_t s = 0x5eed;
+  auto next = [&s] {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  };
+  std::string good = client_frame(opcode::text, "{\"op\":\"heartbeat\"}") + client_frame(opcode::ping, "p") +
+                     client_frame(opcode::text, "frag", false) + client_frame(opcode::continuation, "ment") +
+                     client_frame(opcode::close, std::string("\x03\xe8", 2));
+  for (int round = 0; round < 20000; ++round) {
+    std::string bytes;
+    if (round % 2 == 0) {
+      bytes.resize(next() % 300);
+      for (auto& c : bytes)
+        c = static_cast<char>(next());
+    } else {
+      bytes = good;
+      for (int flips = 1 + static_cast<int>(next() % 4); flips > 0; --flips)
+        bytes[next() % bytes.size()] ^= static_cast<char>(1u << (next() % 8));
+    }
+    ws::frame_reader r(256, round % 3 == 0);
+    std::string pending;
+    size_t total = 0;
+    for (size_t at = 0; at < bytes.size() && !r.failed();) {
+      size_t step = 1 + next() % 64;
+      pending += bytes.substr(at, step);
+      at += step;
+      size_t used = r.parse(pending.data(), pending.size(), [&](const ws::frame_reader::event& e) {
+        if (e.kind == K::message)
+          CHECK(e.payload.size() <= 256);
+        if (e.kind == K::ping || e.kind == K::pong)
+          CHECK(e.payload.size() <= 125);
+        total += e.payload.size();
+      });
+      REQUIRE(used <= pending.size());
+      pending.erase(0, used);
+    }
+    CHECK(r.buffered() <= 256);
+  }
+}

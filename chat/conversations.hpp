@@ -10,6 +10,8 @@
 #include "runtime/service.hpp"
 #include "runtime/store/store.hpp"
 
+#include <boost/unordered/unordered_flat_map.hpp>
+
 #include <chrono>
 #include <deque>
 #include <unordered_map>
@@ -96,7 +98,7 @@ private:
     uint64_t next_seq = 1;
     /// hash of (sender, nonce) -> message. A 64-bit hash: a false match needs a collision among
     /// the few hundred nonces of one conversation (~2^-48).
-    std::unordered_map<uint64_t, nonce_info> nonces;
+    boost::unordered_flat_map<uint64_t, nonce_info> nonces; ///< open addressing: no node per nonce
     std::deque<uint64_t> nonce_order; ///< for the dedup window
     std::vector<outgoing> in_flight;                     ///< the batch being committed
     std::vector<outgoing> queued;                        ///< waiting for the next batch

@@ -72,16 +72,14 @@ bool user_shard::apply_deliver(user_id u, user_state& s, const message_ptr& m) {
   rec.pending.push_back(e);
   if (rec.pending.size() > core_.options().users.pending_max)
     rec.pending.erase(rec.pending.begin(), rec.pending.begin() + (rec.pending.size() - core_.options().users.pending_max));
-  s.recent.emplace(e.inbox_seq, m);
-  while (s.recent.size() > core_.options().users.recent_max)
-    s.recent.erase(s.recent.begin());
+  s.recent.push(e.inbox_seq, m, std::max<size_t>(1, core_.options().users.recent_max));
   s.dirty = true;
   return true;
 }
 
 std::string user_shard::deliver_frame(const user_state& s, const inbox_entry& e) {
-  if (auto it = s.recent.find(e.inbox_seq); it != s.recent.end()) {
-    auto& m = *it->second;
+  if (auto* hit = s.recent.find(e.inbox_seq)) {
+    auto& m = **hit;
     return proto::encode_deliver({e.inbox_seq, m.conversation, m.seq, m.msg.id, m.msg.from, m.msg.nonce, m.msg.body});
   }
   // Not in memory (after a restart, or an old entry): read it back from the log.

@@ -90,6 +90,32 @@ struct user_limits {
   uint32_t replay_page_bytes = 128 * 1024;
 };
 
+/// The newest messages of one inbox, by inbox_seq, for delivery without reading the log.
+/// inbox_seq is dense, so a ring of up to recent_max pointers (no tree, no node per entry).
+struct recent_ring {
+  std::vector<message_ptr> slots; ///< a ring once it holds `cap` entries
+  size_t head = 0;                ///< slot of the oldest entry
+  uint64_t first = 0;             ///< inbox_seq of the oldest entry
+  void push(uint64_t seq, message_ptr m, size_t cap) {
+    if (slots.empty() || seq != first + slots.size()) { // first entry, or a jump: start over
+      slots.clear();
+      head = 0;
+      first = seq;
+    }
+    if (slots.size() < cap) {
+      slots.push_back(std::move(m));
+    } else {
+      slots[head] = std::move(m);
+      head = (head + 1) % slots.size();
+      ++first;
+    }
+  }
+  const message_ptr* find(uint64_t seq) const noexcept {
+    if (seq < first || seq - first >= slots.size())
+      return nullptr;
+    return &slots[(head + (seq - first)) % slots.size()];
+  }
+};
 class user_shard final : public store::replayable {
 public:
   using write_msg = std::variant<user_ops::attach, user_ops::detach, user_ops::deliver, user_ops::ack, user_ops::tick,
@@ -122,7 +148,7 @@ private:
   struct user_state {
     user_record rec;
     std::vector<device_session> sessions;
-    std::map<uint64_t, message_ptr> recent; ///< inbox_seq -> message, newest recent_max
+    recent_ring recent; ///< the newest recent_max messages
     bool dirty = false;
   };
 

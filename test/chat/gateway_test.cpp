@@ -326,3 +326,24 @@ TEST_CASE("an idle session object stays small: the 2 KB per idle connection budg
   MESSAGE("session object: " << gateway::session_object_bytes() << " bytes");
   CHECK(gateway::session_object_bytes() <= 512);
 }
+
+TEST_CASE("the recent-message ring finds exactly the newest entries, across wrap-around and jumps") {
+  recent_ring r;
+  auto msg = [](uint64_t seq) { return std::make_shared<const durable_message>(durable_message{seq, 1, seq, {}}); };
+  CHECK(r.find(1) == nullptr);
+  for (uint64_t seq = 1; seq <= 10; ++seq)
+    r.push(seq, msg(seq), 4);
+  for (uint64_t seq = 1; seq <= 12; ++seq) {
+    auto* hit = r.find(seq);
+    if (seq >= 7 && seq <= 10) {
+      REQUIRE(hit != nullptr);
+      CHECK((*hit)->log_position == seq);
+    } else {
+      CHECK(hit == nullptr);
+    }
+  }
+  r.push(20, msg(20), 4); // a jump (after a restart): only the new entry is known
+  CHECK(r.find(10) == nullptr);
+  REQUIRE(r.find(20) != nullptr);
+  CHECK((*r.find(20))->log_position == 20);
+}

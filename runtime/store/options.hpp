@@ -60,8 +60,10 @@ struct store_options {
   /// as one sorted batch. Larger batches touch each index page once for many appends.
   size_t index_batch_entries = 262'144;
   /// Sorted index entries written per transaction, so one index transaction never holds back the
-  /// group commits queued behind it for long.
-  size_t index_slice_entries = 16'384;
+  /// group commits queued behind it for long. 4,096 (was 16,384): a 16k slice stalled the writer
+  /// long enough to set a chat node's p99 at half load (10.5-18.9 ms with the store on /dev/shm,
+  /// 4.7-5.2 ms with 4,096), for the same bulk append rate (docs/benchmarks-store.md).
+  size_t index_slice_entries = 4'096;
   /// An idle writer writes the in-memory index after this long even if the batch is not full.
   std::chrono::milliseconds index_idle_ms{2'000};
   /// Disk space reserved (fallocated) ahead of the data file's use, so that a full disk shows up

@@ -77,6 +77,16 @@ bool user_shard::apply_deliver(user_id u, user_state& s, const message_ptr& m) {
   return true;
 }
 
+namespace {
+
+// The error that tells a device its resume position is older than what the inbox still keeps.
+std::string resume_too_old(std::string_view ref, uint64_t after, uint64_t oldest) {
+  return proto::encode_error(ref, proto::error_code::resume_too_old,
+                             fmt::format("entries after {} are no longer kept (oldest kept: {}); fetch history", after, oldest));
+}
+
+} // namespace
+
 std::string user_shard::deliver_frame(const user_state& s, const inbox_entry& e) {
   if (auto* hit = s.recent.find(e.inbox_seq)) {
     auto& m = **hit;
@@ -110,8 +120,7 @@ void user_shard::handle(user_ops::attach& m) {
   // Everything in (from, last] must still be pending, or the device is too far behind.
   uint64_t oldest = rec.pending.empty() ? rec.last_inbox_seq + 1 : rec.pending.front().inbox_seq;
   if (from < rec.last_inbox_seq && from + 1 < oldest) {
-    m.sink->push(proto::encode_error(m.ref, proto::error_code::resume_too_old,
-                                     fmt::format("entries after {} are no longer kept (oldest kept: {}); fetch history", from, oldest)));
+    m.sink->push(resume_too_old(m.ref, from, oldest));
     from = rec.last_inbox_seq;
   }
   auto known = rec.device_acked.find(m.device);
@@ -176,9 +185,7 @@ void user_shard::replay_page(user_id u, user_state& s, device_session& d, uint64
   auto it = std::upper_bound(p.begin(), p.end(), after, [](uint64_t v, const inbox_entry& e) { return v < e.inbox_seq; });
   if (d.replaying && it != p.end() && it->inbox_seq > after + 1) {
     // The resume buffer overflowed (pending_max) while this device was catching up.
-    d.sink->push(proto::encode_error("", proto::error_code::resume_too_old,
-                                     fmt::format("entries after {} are no longer kept (oldest kept: {}); fetch history",
-                                                 after, it->inbox_seq)));
+    d.sink->push(resume_too_old("", after, it->inbox_seq));
   }
   size_t bytes = 0;
   for (; it != p.end(); ++it) {

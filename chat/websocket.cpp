@@ -60,7 +60,11 @@ bool has_token(std::string_view list, std::string_view token) {
 // One permessage-deflate offer we can accept: the server window it allows, if it limits it.
 // No context takeover is our choice for both directions whatever the offer says (RFC 7692
 // 7.1.1: the server may always add both parameters).
-std::optional<int> acceptable_deflate_offer(std::string_view offer) {
+struct deflate_offer {
+  int server_bits = 15;     // the largest window the server may compress with
+  bool limited = false;     // the client named it (server_max_window_bits): echo it back
+};
+std::optional<deflate_offer> acceptable_deflate_offer(std::string_view offer) {
   bool first = true, ok = true, seen_server_bits = false, seen_client_bits = false;
   bool seen_snct = false, seen_cnct = false;
   int server_bits = 15;
@@ -107,7 +111,7 @@ std::optional<int> acceptable_deflate_offer(std::string_view offer) {
   });
   if (!ok || first)
     return std::nullopt;
-  return seen_server_bits ? server_bits : -server_bits; // negative: not limited by the client
+  return deflate_offer{server_bits, seen_server_bits};
 }
 
 std::string http_error(unsigned status, std::string_view reason, std::string_view why, std::string_view extra) {
@@ -161,12 +165,12 @@ upgrade_answer answer_upgrade(const upgrade_request& r, std::string_view subprot
     for_each_item(r.extensions, ',', [&](std::string_view offer) {
       if (a.deflate)
         return;
-      if (auto bits = acceptable_deflate_offer(offer)) {
+      if (auto o = acceptable_deflate_offer(offer)) {
         a.deflate = true;
-        a.deflate_window_bits = *bits < 0 ? -*bits : *bits;
+        a.deflate_window_bits = o->server_bits;
         extension = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-        if (*bits > 0)
-          extension += fmt::format("; server_max_window_bits={}", *bits);
+        if (o->limited)
+          extension += fmt::format("; server_max_window_bits={}", o->server_bits);
       }
     });
   }

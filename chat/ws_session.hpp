@@ -240,7 +240,7 @@ public:
     close_at_ = static_cast<uint32_t>(ctrl_.size());
     ws::append_close(ctrl_, code, reason.substr(0, 120));
     close_queued_ = true;
-    arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
+    // The write-stall deadline bounds the goodbye: armed by the write in flight, or by this one.
     if (!writing_)
       do_write();
     do_read(); // keep reading: the client answers with its close frame
@@ -283,8 +283,7 @@ private:
       refused_ = true;
       accepted_ = true;
       closing_ = true;
-      arm(write_stall_, std::chrono::milliseconds(g_->opts.write_stall_ms));
-      return do_write();
+      return do_write(); // the write-stall deadline bounds it
     }
     deflate_ = answer.deflate;
     window_bits_ = static_cast<uint8_t>(answer.deflate_window_bits);

@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace agner {
@@ -326,8 +327,8 @@ private:
       [self, core](write_env<write_msg>& e) {
         detail::current_host = self->context();
         core->svc->on_write(*core, e.msg);
-        if (core->ctx.wake_for_)
-          core->svc->schedule_wakeup(*core);
+        if (auto at = std::exchange(core->ctx.wake_for_, std::nullopt))
+          core->svc->schedule_wakeup(*core, *at);
         detail::current_host = nullptr;
       },
       [self, core](wheel_wakeup) {
@@ -377,11 +378,9 @@ private:
       c.wake_for_ = deadline;
   }
 
-  // Makes sure a wheel_wakeup arrives by the requested deadline: one message on CAF's clock per
-  // shard, re-aimed only when a deadline is earlier than the pending one.
-  void schedule_wakeup(shard_core& c) {
-    auto at = *c.ctx.wake_for_;
-    c.ctx.wake_for_.reset();
+  // Makes sure a wheel_wakeup arrives by `at`: one message on CAF's clock per shard, re-aimed
+  // only when a deadline is earlier than the pending one.
+  void schedule_wakeup(shard_core& c, time_point at) {
     if (c.ctx.wake_at_ && *c.ctx.wake_at_ <= at)
       return;
     auto now = clock_->now();
@@ -404,10 +403,9 @@ private:
       }
     }
     auto next = w.next_deadline();
-    w.expect_advance(next); // an arm earlier than this calls the hook
-    c.ctx.wake_for_ = next;
+    w.expect_advance(next); // an arm earlier than this calls the hook (never during advance)
     if (next)
-      schedule_wakeup(c);
+      schedule_wakeup(c, *next);
   }
 
   caf::expected<read_reply> on_read(shard_core& c, read_msg& m, time_point deadline) {

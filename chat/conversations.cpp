@@ -89,12 +89,19 @@ void conversation_shard::handle(conv_ops::send& m) {
       m.sink->push(proto::encode_stored(m.ref, m.conversation, it->second.seq, it->second.id, m.nonce));
       return;
     }
-    for (auto* batch : {&s->in_flight, &s->queued})
-      for (auto& o : *batch)
+    auto join = [&](std::vector<outgoing>& msgs) {
+      for (auto& o : msgs)
         if (o.seq == it->second.seq) {
           o.waiters.push_back({m.sink, m.ref});
-          return;
+          return true;
         }
+      return false;
+    };
+    if (join(s->queued))
+      return;
+    for (auto& b : s->in_flight)
+      if (!b.doomed && join(b.msgs))
+        return;
   }
   if (s->queued.size() >= core_.options().conversations.queued_max) {
     m.sink->push(proto::encode_error(m.ref, proto::error_code::unavailable, "conversation backlog full; retry"));
@@ -110,28 +117,45 @@ void conversation_shard::handle(conv_ops::send& m) {
   o.waiters.push_back({std::move(m.sink), std::move(m.ref)});
   remember(*s, key, {o.seq, o.msg.id, false});
   s->queued.push_back(std::move(o));
-  if (s->in_flight.empty())
-    submit(m.conversation, *s);
+  maybe_submit(m.conversation, *s);
 }
 
-void conversation_shard::submit(conversation_id c, conv_state& s) {
-  s.in_flight.swap(s.queued);
-  store::write_batch batch;
+void conversation_shard::maybe_submit(conversation_id c, conv_state& s) {
+  // After a failure, nothing new goes out until the doomed batches are back: the next batch
+  // restarts the chain, and must not overtake them.
+  if (s.queued.empty() || s.in_flight.size() >= core_.options().conversations.batches_in_flight_max ||
+      (!s.in_flight.empty() && s.in_flight.front().doomed))
+    return;
+  store::write_batch wb;
+  wb.chain(c, s.in_flight.empty()); // restarting is safe with nothing of the chain in flight
   auto msgs = std::make_shared<std::vector<std::shared_ptr<durable_message>>>();
-  msgs->reserve(s.in_flight.size());
-  for (auto& o : s.in_flight) {
-    batch.append(c, o.seq, o.msg.encode());
+  msgs->reserve(s.queued.size());
+  for (auto& o : s.queued) {
+    wb.append(c, o.seq, o.msg.encode());
     msgs->push_back(std::make_shared<durable_message>(durable_message{0, c, o.seq, o.msg}));
   }
+  auto& b = s.in_flight.emplace_back();
+  b.msgs.swap(s.queued);
   auto* core = &core_;
-  bool queued = core_.store().submit(std::move(batch), [core, c, msgs](const store::commit_result& r) {
+  bool queued = core_.store().submit(std::move(wb), [core, c, msgs](const store::commit_result& r) {
     core->on_batch_committed(c, r, *msgs);
   });
   if (!queued) {
-    // The store's queue is full or the store failed: nothing was written.
-    conv_ops::committed fail{c, store::write_status::failed, 0};
-    handle(fail);
+    // The store's queue is full or the store failed: nothing of this batch was written (the
+    // batches before it may still be), so its seqs are free again.
+    s.next_seq = b.msgs.front().seq;
+    refuse(s, b);
+    s.in_flight.pop_back();
   }
+}
+
+void conversation_shard::refuse(conv_state& s, batch& b) {
+  for (auto& o : b.msgs) {
+    s.nonces.erase(nonce_key(o.msg.from, o.msg.nonce));
+    for (auto& w : o.waiters)
+      w.sink->push(proto::encode_error(w.ref, proto::error_code::unavailable, "the node cannot store right now; retry"));
+  }
+  b.msgs.clear();
 }
 
 void conversation_shard::handle(conv_ops::committed& m) {
@@ -139,34 +163,38 @@ void conversation_shard::handle(conv_ops::committed& m) {
   if (it == convs_.end())
     return;
   auto& s = it->second;
-  if (m.status == store::write_status::durable) {
-    for (auto& o : s.in_flight) {
+  if (s.in_flight.empty())
+    return;
+  // Completions come back in submission order: this one is for the oldest batch.
+  auto& b = s.in_flight.front();
+  if (b.doomed) {
+    if (m.status == store::write_status::durable)
+      log::error("conversations", "a batch of {} behind a failed one was stored anyway", m.conversation);
+  } else if (m.status == store::write_status::durable) {
+    for (auto& o : b.msgs) {
       s.nonces[nonce_key(o.msg.from, o.msg.nonce)].durable = true;
       for (auto& w : o.waiters)
         w.sink->push(proto::encode_stored(w.ref, m.conversation, o.seq, o.msg.id, o.msg.nonce));
     }
-    s.in_flight.clear();
   } else {
-    // Nothing of the batch was written: roll the seq back to its first message (so seq stays
-    // dense), forget its nonces, and tell every sender to retry. Queued messages behind it get
-    // new seqs when they are submitted.
+    // Nothing of the batch was written, and the store fails every later batch of the
+    // conversation until one restarts the chain. Roll the seq back to this batch's first message
+    // (so seq stays dense), tell every sender of it and of the later batches to retry, and give
+    // the queued messages behind them new seqs.
     log::warn("conversations", "append to {} failed: {}", m.conversation, store::to_string(m.status));
-    if (!s.in_flight.empty()) {
-      s.next_seq = s.in_flight.front().seq;
-      for (auto& o : s.in_flight) {
-        s.nonces.erase(nonce_key(o.msg.from, o.msg.nonce));
-        for (auto& w : o.waiters)
-          w.sink->push(proto::encode_error(w.ref, proto::error_code::unavailable, "the node cannot store right now; retry"));
-      }
-      s.in_flight.clear();
-      for (auto& o : s.queued) {
-        o.seq = s.next_seq++;
-        s.nonces[nonce_key(o.msg.from, o.msg.nonce)] = {o.seq, o.msg.id, false};
-      }
+    if (!b.msgs.empty())
+      s.next_seq = b.msgs.front().seq;
+    for (auto& later : s.in_flight) {
+      refuse(s, later);
+      later.doomed = true;
+    }
+    for (auto& o : s.queued) {
+      o.seq = s.next_seq++;
+      s.nonces[nonce_key(o.msg.from, o.msg.nonce)] = {o.seq, o.msg.id, false};
     }
   }
-  if (!s.queued.empty())
-    submit(m.conversation, s);
+  s.in_flight.pop_front();
+  maybe_submit(m.conversation, s);
 }
 
 } // namespace agner::chat

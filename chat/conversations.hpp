@@ -1,7 +1,8 @@
 // The conversation service: each conversation's owner checks membership, deduplicates by
-// (sender, nonce), assigns the dense per-conversation seq and appends to the durable log. One
-// append batch per conversation is in flight at a time: a batch that fails (disk full) rolls the
-// seq back, so seq never has a gap.
+// (sender, nonce), assigns the dense per-conversation seq and appends to the durable log. Up to
+// batches_in_flight_max append batches per conversation are in flight at once, as one store chain:
+// a batch that fails (disk full) fails every later one of the conversation with it, and the seq
+// rolls back to its first message, so seq never has a gap.
 #pragma once
 
 #include "chat/ids.hpp"
@@ -47,7 +48,11 @@ struct conversation_limits {
   uint32_t reload_window = 128;
   /// A conversation with nothing in flight and no send for this long is evicted from memory.
   std::chrono::milliseconds idle_evict{60'000};
-  /// Messages waiting behind the in-flight batch of one conversation before sends are refused
+  /// Append batches of one conversation at the store at once. A send that arrives while a commit
+  /// is running goes out in the next group commit instead of waiting for this one to come back
+  /// first (which can take two commits); more in flight buys nothing but memory.
+  uint32_t batches_in_flight_max = 4;
+  /// Messages waiting behind the in-flight batches of one conversation before sends are refused
   /// with `unavailable` (the client retries): bounds memory when the disk stalls.
   uint32_t queued_max = 10'000;
 };
@@ -80,6 +85,13 @@ private:
     message_record msg;
     std::vector<waiter> waiters;
   };
+  /// One append batch at the store.
+  struct batch {
+    std::vector<outgoing> msgs;
+    /// An earlier batch failed, so the store fails this one too (a broken chain); its senders
+    /// were told already and its seqs reused: only its completion is still to come.
+    bool doomed = false;
+  };
   struct nonce_info {
     uint64_t seq;
     message_id id;
@@ -100,8 +112,8 @@ private:
     /// the few hundred nonces of one conversation (~2^-48).
     boost::unordered_flat_map<uint64_t, nonce_info> nonces; ///< open addressing: no node per nonce
     std::deque<uint64_t> nonce_order; ///< for the dedup window
-    std::vector<outgoing> in_flight;                     ///< the batch being committed
-    std::vector<outgoing> queued;                        ///< waiting for the next batch
+    std::deque<batch> in_flight;    ///< at the store, oldest first (completions come in this order)
+    std::vector<outgoing> queued;   ///< waiting for the next batch
   };
 
   void handle(conv_ops::send& m);
@@ -111,7 +123,11 @@ private:
   static void on_idle(timer& t, void* state);
   conv_state* load(conversation_id c, const sink_ptr& sink, const std::string& ref);
   void remember(conv_state& s, uint64_t key, nonce_info info);
-  void submit(conversation_id c, conv_state& s);
+  /// Sends the queued messages to the store as one batch, if the conversation may have one more
+  /// in flight.
+  void maybe_submit(conversation_id c, conv_state& s);
+  /// Forgets the nonces of `b`'s messages and tells their senders to retry.
+  void refuse(conv_state& s, batch& b);
 
   shard_context<view>& ctx_;
   chat_core& core_;

@@ -502,6 +502,7 @@ struct client {
     std::this_thread::sleep_for(std::chrono::duration<double>(warmup_s));
     g.done = 0;
     uint64_t sent0 = g.sent.load();
+    double server0 = cpu_seconds(g.server), client0 = cpu_seconds(::getpid());
     auto t0 = clk::now();
     g.measuring = true;
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
@@ -509,13 +510,18 @@ struct client {
     double secs = std::chrono::duration<double>(clk::now() - t0).count();
     double r = static_cast<double>(g.done.load()) / secs;
     double offered = static_cast<double>(g.sent.load() - sent0) / secs;
+    double server_cpu = cpu_seconds(g.server) - server0, client_cpu = cpu_seconds(::getpid()) - client0;
     stop = true;
     while (running.load() > 0)
       std::this_thread::sleep_for(2ms);
     pause(g);
     for (auto& c : g.conns)
       net::post(c->io, [c] { c->credit = 0; });
-    fmt::print("  paced window: offered {:.0f} sends/s, delivered {:.0f}/s\n", offered, r);
+    // How busy the box was: at a fixed rate, batching is thinner than at the maximum, so a message
+    // can cost the node more CPU than it does flat out.
+    fmt::print("  paced window: offered {:.0f} sends/s, delivered {:.0f}/s; server {:.2f} cores ({:.2f} us per "
+               "message), load client {:.2f} cores\n",
+               offered, r, server_cpu / secs, r > 0 ? 1e6 * server_cpu / (r * secs) : 0.0, client_cpu / secs);
     return r;
   }
 };
@@ -596,11 +602,13 @@ node_proc start_echo(const options& o, bool heapcount, const std::string& tag) {
 
 void finish(node_proc& n, const options& o) {
   n.c.stop();
+  {
+    std::lock_guard l(children_mu);
+    std::erase(temp_dirs, n.dir); // from here on, this function decides whether it stays
+  }
   if (!o.keep_logs) {
     std::error_code ec;
     fs::remove_all(n.dir, ec);
-    std::lock_guard l(children_mu);
-    std::erase(temp_dirs, n.dir);
   } else {
     fmt::print("  (kept {})\n", n.dir);
   }

@@ -76,6 +76,7 @@ std::string_view to_string(write_status s) noexcept {
     case write_status::no_space: return "no_space";
     case write_status::rejected: return "rejected";
     case write_status::failed: return "failed";
+    case write_status::chain_broken: return "chain_broken";
   }
   return "unknown";
 }
@@ -299,9 +300,27 @@ void node_store::run_group(std::vector<queued>& group) {
   }
   std::vector<queued*> ptrs;
   ptrs.reserve(group.size());
-  for (auto& q : group)
+  for (auto& q : group) {
+    // A chain that broke stays broken until a batch restarts it; its later batches fail unwritten.
+    if (auto c = q.batch.chain_id()) {
+      if (q.batch.chain_restart())
+        broken_chains_.erase(c);
+      else if (broken_chains_.contains(c)) {
+        complete(q, {write_status::chain_broken, 0, q.batch.appends()});
+        continue;
+      }
+    }
     ptrs.push_back(&q);
-  commit_some(ptrs.data(), ptrs.size());
+  }
+  if (!ptrs.empty())
+    commit_some(ptrs.data(), ptrs.size());
+}
+
+void node_store::complete(queued& q, const commit_result& r) {
+  if (r.status != write_status::durable && q.batch.chain_id())
+    broken_chains_.insert(q.batch.chain_id());
+  if (q.done)
+    q.done(r);
 }
 
 int node_store::finish(lmdb::txn& t) {
@@ -411,8 +430,7 @@ bool node_store::commit_some(queued** first, size_t n) {
     index_pending_.add(static_cast<int64_t>(appends));
     last_durable_.store(next_position_ - 1, std::memory_order_release);
     for (size_t i = 0; i < n; ++i)
-      if (first[i]->done)
-        first[i]->done({write_status::durable, firsts[i], first[i]->batch.appends()});
+      complete(*first[i], {write_status::durable, firsts[i], first[i]->batch.appends()});
     return true;
   }
   next_position_ = saved;
@@ -425,11 +443,10 @@ bool node_store::commit_some(queued** first, size_t n) {
       if (commit_some(first, half))
         return commit_some(first + half, n - half);
       for (size_t i = half; i < n; ++i)
-        if (first[i]->done)
-          first[i]->done({lmdb::is_map_full(rc) ? write_status::map_full
-                          : lmdb::is_no_space(rc) ? write_status::no_space
-                                                  : write_status::rejected,
-                          0, first[i]->batch.appends()});
+        complete(*first[i], {lmdb::is_map_full(rc)   ? write_status::map_full
+                             : lmdb::is_no_space(rc) ? write_status::no_space
+                                                     : write_status::rejected,
+                             0, first[i]->batch.appends()});
       return false;
     }
     write_status s = lmdb::is_map_full(rc)   ? write_status::map_full
@@ -441,8 +458,7 @@ bool node_store::commit_some(queued** first, size_t n) {
       no_space_errors_.inc();
     log::warn("store", "batch of {} writes not stored ({}): {}", first[0]->batch.size(), to_string(s),
               lmdb::describe(rc));
-    if (first[0]->done)
-      first[0]->done({s, 0, first[0]->batch.appends()});
+    complete(*first[0], {s, 0, first[0]->batch.appends()});
     return false;
   }
   fail_fatal(fmt::format("commit of {} batches failed: {} ({})", n, lmdb::describe(rc), rc), first, n);
@@ -462,11 +478,9 @@ void node_store::fail_fatal(const std::string& reason, queued** first, size_t n)
     queued_bytes_ = 0;
   }
   for (size_t i = 0; i < n; ++i)
-    if (first[i]->done)
-      first[i]->done({write_status::failed, 0, first[i]->batch.appends()});
+    complete(*first[i], {write_status::failed, 0, first[i]->batch.appends()});
   for (auto& q : rest)
-    if (q.done)
-      q.done({write_status::failed, 0, q.batch.appends()});
+    complete(q, {write_status::failed, 0, q.batch.appends()});
 }
 
 bool node_store::write_index_slice() {

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace agner::store {
@@ -36,6 +37,7 @@ enum class write_status : uint8_t {
   no_space, ///< the file system is full (ENOSPC, EDQUOT): nothing written; retry when there is room
   rejected, ///< LMDB refused the batch itself (e.g. it alone overflows a transaction); do not retry
   failed,   ///< the store hit a fatal error or is closing: nothing written, nothing ever will be
+  chain_broken, ///< an earlier batch of the same chain failed (write_batch::chain): nothing written
 };
 std::string_view to_string(write_status s) noexcept;
 /// True for the statuses that may succeed when retried later (map_full, no_space).
@@ -149,6 +151,8 @@ private:
   bool write_index_slice();
   void write_whole_index();
   void fail_fatal(const std::string& reason, queued** first, size_t n);
+  /// Runs `q`'s completion; a batch of a chain that did not become durable breaks its chain.
+  void complete(queued& q, const commit_result& r);
   std::vector<log_entry> read_page(uint64_t stream, uint64_t lo, uint64_t hi, size_t limit, bool highest) const;
 
   store_options options_;
@@ -174,6 +178,7 @@ private:
   std::chrono::steady_clock::time_point last_freeze_;
   std::chrono::steady_clock::time_point index_retry_after_;
   std::string scratch_;
+  std::unordered_set<uint64_t> broken_chains_; // chains whose last batch failed (write_batch::chain)
   size_t reserved_end_ = 0;    // data file bytes with disk blocks reserved
   bool reserve_enabled_ = true; // false on file systems without fallocate
 

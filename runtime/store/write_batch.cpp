@@ -50,6 +50,8 @@ void write_batch::clear() noexcept {
   ops_.clear();
   data_.clear();
   appends_ = 0;
+  chain_ = 0;
+  restart_ = false;
 }
 
 } // namespace agner::store

@@ -26,6 +26,18 @@ public:
   /// Records that the derived state of `domain` on disk covers the log up to `covered`. Written in
   /// the same transaction as the rest of the batch.
   void checkpoint(std::string_view domain, log_position covered);
+  /// Puts the batch in chain `id` (nonzero; a conversation, for the chat service). Batches of one
+  /// chain commit in the order submitted, and once one of them fails, every later batch of the
+  /// chain fails too (write_status::chain_broken, nothing written) until one that says `restart`.
+  /// A producer with several batches in flight needs this: otherwise a batch could be durable
+  /// after an earlier one failed, and the producer's sequence numbers would have a gap. `restart`
+  /// is safe whenever the producer has no other batch of the chain in flight.
+  void chain(uint64_t id, bool restart) noexcept {
+    chain_ = id;
+    restart_ = restart;
+  }
+  uint64_t chain_id() const noexcept { return chain_; }
+  bool chain_restart() const noexcept { return restart_; }
 
   bool empty() const noexcept { return ops_.empty(); }
   size_t size() const noexcept { return ops_.size(); }
@@ -48,6 +60,8 @@ private:
   std::vector<op> ops_;
   std::string data_;
   size_t appends_ = 0;
+  uint64_t chain_ = 0;
+  bool restart_ = false;
 };
 
 } // namespace agner::store

@@ -28,7 +28,8 @@ struct fixture {
   std::unique_ptr<http_server> http;
   std::unique_ptr<gateway> gw;
 
-  explicit fixture(gateway_options gopts = {}, std::chrono::milliseconds idle_evict = std::chrono::seconds(60)) {
+  explicit fixture(gateway_options gopts = {}, std::chrono::milliseconds idle_evict = std::chrono::seconds(60),
+                   store::store_hooks hooks = {}) {
     dir = (std::filesystem::temp_directory_path() / ("agner-gw-" + std::to_string(::getpid()) + "-" +
                                                       std::to_string(reinterpret_cast<uintptr_t>(this))))
             .string();
@@ -41,7 +42,7 @@ struct fixture {
     store::store_options so;
     so.data_dir = dir;
     so.map_size_bytes = size_t{256} << 20;
-    st = std::make_unique<store::node_store>(so, nd->metrics());
+    st = std::make_unique<store::node_store>(so, nd->metrics(), std::move(hooks));
     tokens = std::make_unique<token_signer>(std::string(32, 's'));
     chat_options co;
     co.user_shards = 2;
@@ -221,6 +222,70 @@ TEST_CASE("an idle conversation leaves memory on its own timer and comes back wh
   CHECK(again["seq"].as_string() == "1");
   a.send(R"({"op":"send","ref":"s3","to":"2","nonce":"new","body":"two"})");
   CHECK(a.next_op("stored")["seq"].as_string() == "2");
+}
+
+TEST_CASE("a failed append fails the conversation's later batches in flight too, and seq stays dense") {
+  // The writer stops inside the failing commit while the conversation pipelines two more
+  // batches behind it; the store then fails those (a broken chain) and the senders retry.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool inside = false, release = false;
+  std::atomic<int> fail_next{0};
+  store::store_hooks hooks;
+  hooks.before_commit = [&] {
+    int rc = fail_next.exchange(0);
+    if (rc != 0) {
+      std::unique_lock lk(mu);
+      inside = true;
+      cv.notify_all();
+      cv.wait(lk, [&] { return release; });
+    }
+    return rc;
+  };
+  fixture f({}, std::chrono::seconds(60), hooks);
+  auto ta = f.token_for("alice");
+  f.token_for("bob");
+  client a(f);
+  a.send(R"({"op":"identify","ref":"1","token":")" + ta + R"("})");
+  a.next_op("ready");
+  a.send(R"({"op":"send","ref":"s1","to":"2","nonce":"n1","body":"one"})");
+  CHECK(a.next_op("stored")["seq"].as_string() == "1");
+  fail_next = ENOSPC;
+  a.send(R"({"op":"send","ref":"s2","to":"2","nonce":"n2","body":"two"})");
+  {
+    std::unique_lock lk(mu);
+    REQUIRE(cv.wait_for(lk, std::chrono::seconds(20), [&] { return inside; }));
+  }
+  // Each of these goes to the store as its own batch while the first is still at the writer.
+  size_t queued = 0;
+  for (auto [ref, nonce] : {std::pair{"s3", "n3"}, std::pair{"s4", "n4"}}) {
+    a.send(fmt::format(R"({{"op":"send","ref":"{}","to":"2","nonce":"{}","body":"{}"}})", ref, nonce, nonce));
+    for (int i = 0; i < 2000 && f.st->queued_bytes() <= queued; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    REQUIRE(f.st->queued_bytes() > queued);
+    queued = f.st->queued_bytes();
+  }
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto ref : {"s2", "s3", "s4"}) {
+    auto e = a.next_op("error");
+    CHECK(e["ref"].as_string() == ref);
+    CHECK(e["code"].as_string() == "unavailable");
+  }
+  // Retried with the same nonces: stored again, with the seqs the failure freed, in order.
+  for (auto [ref, nonce, seq] : {std::tuple{"r2", "n2", "2"}, std::tuple{"r3", "n3", "3"}, std::tuple{"r4", "n4", "4"}}) {
+    a.send(fmt::format(R"({{"op":"send","ref":"{}","to":"2","nonce":"{}","body":"{}"}})", ref, nonce, nonce));
+    auto s = a.next_op("stored");
+    CHECK(s["ref"].as_string() == ref);
+    CHECK(s["seq"].as_string() == seq);
+  }
+  auto page = f.st->history_after(direct_conversation(1, 2), 0, 100);
+  REQUIRE(page.size() == 4);
+  for (size_t i = 0; i < page.size(); ++i)
+    CHECK(page[i].seq == i + 1);
 }
 
 TEST_CASE("requests before identify close with 4003 after an error frame") {

@@ -207,3 +207,70 @@ TEST_CASE("a commit error other than a full disk is fatal and nothing is acknowl
   node_store s(o, m);
   CHECK(count_stream(s, 1) == 4);
 }
+
+TEST_CASE("a chain whose batch failed fails its later batches until one restarts it; other chains go on") {
+  temp_dir dir;
+  metrics::registry m;
+  // The writer stops inside the failing commit until the test has queued the batches behind it,
+  // so they arrive in a later group (a failure within one group fails the rest of that group).
+  std::mutex mu;
+  std::condition_variable cv;
+  bool inside = false, release = false;
+  std::atomic<int> fail_next{0};
+  store_hooks hooks;
+  hooks.before_commit = [&] {
+    int rc = fail_next.exchange(0);
+    if (rc != 0) {
+      std::unique_lock lk(mu);
+      inside = true;
+      cv.notify_all();
+      cv.wait(lk, [&] { return release; });
+    }
+    return rc;
+  };
+  node_store s(test_options(dir.path()), m, hooks);
+  auto chained = [](uint64_t stream, uint64_t first_seq, int n, bool restart) {
+    auto b = messages(stream, first_seq, n, 10);
+    b.chain(stream, restart);
+    return b;
+  };
+  REQUIRE(commit_now(s, chained(7, 1, 2, true)).status == write_status::durable);
+  fail_next = ENOSPC;
+  // One collector per batch: a refused batch completes before the commit of its group does.
+  completions c[5];
+  REQUIRE(s.submit(chained(7, 3, 2, false), c[0].make())); // fails in the commit
+  {
+    std::unique_lock lk(mu);
+    REQUIRE(cv.wait_for(lk, std::chrono::seconds(20), [&] { return inside; }));
+  }
+  REQUIRE(s.submit(chained(7, 5, 2, false), c[1].make())); // behind the failure: must fail unwritten
+  REQUIRE(s.submit(chained(9, 1, 2, true), c[2].make()));  // another chain: unaffected
+  REQUIRE(s.submit(messages(8, 1, 2, 10), c[3].make()));   // no chain at all: unaffected
+  REQUIRE(s.submit(chained(7, 7, 2, false), c[4].make())); // still broken
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  std::vector<commit_result> r;
+  for (auto& one : c) {
+    REQUIRE(one.wait(1));
+    r.push_back(one.results().front());
+  }
+  CHECK(r[0].status == write_status::no_space);
+  CHECK(r[1].status == write_status::chain_broken);
+  CHECK(r[2].status == write_status::durable);
+  CHECK(r[3].status == write_status::durable);
+  CHECK(r[4].status == write_status::chain_broken);
+  CHECK(r[1].first_position == 0);
+  CHECK(r[3].first_position == r[2].first_position + 2); // the refused batches took no positions
+  // The producer rolled its seq back to 3 and restarts the chain: stream 7 stays dense.
+  auto again = commit_now(s, chained(7, 3, 2, true));
+  CHECK(again.status == write_status::durable);
+  CHECK(commit_now(s, chained(7, 5, 1, false)).status == write_status::durable);
+  auto page = s.history_after(7, 0, 100);
+  REQUIRE(page.size() == 5);
+  for (size_t i = 0; i < page.size(); ++i)
+    CHECK(page[i].seq == i + 1);
+  CHECK(to_string(write_status::chain_broken) == "chain_broken");
+}

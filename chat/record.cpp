@@ -1,5 +1,6 @@
 #include "chat/record.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <fmt/format.h>
 
@@ -38,8 +39,11 @@ public:
       throw record_error(fmt::format("{}: format {} is newer than this build understands ({})", what, v, format));
     if (v == 0)
       throw record_error(fmt::format("{}: format 0 is invalid", what));
+    version_ = v;
     in_.remove_prefix(1);
   }
+  /// The format version the record was written with.
+  uint8_t version() const noexcept { return version_; }
   uint64_t u64() {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -69,6 +73,7 @@ public:
 private:
   std::string_view in_;
   const char* what_;
+  uint8_t version_ = 0;
 };
 
 } // namespace
@@ -99,10 +104,11 @@ std::string user_record::encode() const {
   writer w(format);
   w.u64(last_inbox_seq);
   w.u64(applied_through);
-  w.u64(device_acked.size());
-  for (auto& [d, a] : device_acked) {
+  w.u64(devices.size());
+  for (auto& [d, st] : devices) {
     w.str(d);
-    w.u64(a);
+    w.u64(st.acked);
+    w.u64(static_cast<uint64_t>(std::max<int64_t>(st.seen_ms, 0)));
   }
   w.u64(pending.size());
   for (auto& e : pending) {
@@ -120,9 +126,15 @@ user_record user_record::decode(std::string_view bytes) {
   u.last_inbox_seq = r.u64();
   u.applied_through = r.u64();
   auto nd = r.u64();
+  if (nd > bytes.size())
+    throw record_error("user record: impossible device count");
   for (uint64_t i = 0; i < nd; ++i) {
     auto d = r.str();
-    u.device_acked[d] = r.u64();
+    device_state st;
+    st.acked = r.u64();
+    if (r.version() >= 2)
+      st.seen_ms = static_cast<int64_t>(r.u64());
+    u.devices[std::move(d)] = st;
   }
   auto np = r.u64();
   if (np > bytes.size())

@@ -41,14 +41,21 @@ struct inbox_entry {
   uint64_t seq;
 };
 
+/// What the node remembers of one of a user's devices.
+struct device_state {
+  uint64_t acked = 0;  ///< last acknowledged inbox_seq
+  int64_t seen_ms = 0; ///< wall clock (unix ms) of its last identify or ack; 0: not known (format 1)
+};
+
 /// A user's derived state, stored as one value so that it is always self-consistent on disk.
 /// `applied_through` is the last log position folded in: replay skips records at or below it.
+/// Format 2 added `seen_ms` per device; format 1 records still decode (seen_ms = 0).
 struct user_record {
-  static constexpr uint8_t format = 1;
+  static constexpr uint8_t format = 2;
   uint64_t last_inbox_seq = 0;
   uint64_t applied_through = 0;
-  std::map<std::string, uint64_t> device_acked; ///< device -> last acknowledged inbox_seq
-  std::vector<inbox_entry> pending;             ///< ascending inbox_seq, unacked by some device
+  std::map<std::string, device_state> devices; ///< every device known to the node
+  std::vector<inbox_entry> pending;            ///< ascending inbox_seq, unacked by some device
 
   std::string encode() const;
   static user_record decode(std::string_view bytes);

@@ -36,13 +36,26 @@ void user_shard::on_write(write_msg& m) {
   std::visit([this](auto& op) { handle(op); }, m);
 }
 
+namespace {
+
+int64_t wall_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+} // namespace
+
 user_shard::user_state& user_shard::load(user_id u) {
   auto it = users_.find(u);
   if (it != users_.end())
     return it->second;
   user_state s;
-  if (auto v = cache_->get(u, user_key(u)))
+  if (auto v = cache_->get(u, user_key(u))) {
     s.rec = user_record::decode(*v);
+    for (auto& [d, st] : s.rec.devices)
+      if (st.seen_ms == 0)
+        st.seen_ms = wall_ms(); // written by format 1, which kept no time: count from now
+  }
   return users_.emplace(u, std::move(s)).first->second;
 }
 
@@ -112,8 +125,8 @@ void user_shard::handle(user_ops::attach& m) {
       return;
     }
     from = *m.resume_from;
-  } else if (auto it = rec.device_acked.find(m.device); it != rec.device_acked.end()) {
-    from = it->second;
+  } else if (auto it = rec.devices.find(m.device); it != rec.devices.end()) {
+    from = it->second.acked;
   } else {
     from = rec.last_inbox_seq; // a new device starts now; older messages come from history
   }
@@ -123,12 +136,13 @@ void user_shard::handle(user_ops::attach& m) {
     m.sink->push(resume_too_old(m.ref, from, oldest));
     from = rec.last_inbox_seq;
   }
-  auto known = rec.device_acked.find(m.device);
-  if (known == rec.device_acked.end()) {
+  auto known = rec.devices.find(m.device);
+  if (known == rec.devices.end()) {
     // A device the node has never seen: its registration must be durable before it gets a
     // position. Otherwise a crash could forget it, the other devices' acks would prune entries
     // it still needs, and its resume would come back "too old" (found by agner-chaos).
-    rec.device_acked[m.device] = from;
+    make_room_for_device(s);
+    rec.devices[m.device] = {from, wall_ms()};
     s.dirty = true;
     auto value = rec.encode();
     cache_->put(m.user, user_key(m.user), value); // the cache never flushes an older copy over it
@@ -145,7 +159,8 @@ void user_shard::handle(user_ops::attach& m) {
     }
     return;
   }
-  known->second = std::max(known->second, from);
+  known->second.acked = std::max(known->second.acked, from);
+  known->second.seen_ms = wall_ms();
   s.dirty = true;
   open_session(s, m, from);
 }
@@ -222,6 +237,8 @@ void user_shard::handle(user_ops::detach& m) {
     return;
   auto& ss = it->second.sessions;
   ss.erase(std::remove_if(ss.begin(), ss.end(), [&](auto& d) { return d.sink == m.sink; }), ss.end());
+  if (auto d = it->second.rec.devices.find(m.device); d != it->second.rec.devices.end())
+    d->second.seen_ms = wall_ms(); // idle from now on, not from its identify
 }
 
 void user_shard::handle(user_ops::deliver& m) {
@@ -241,20 +258,57 @@ void user_shard::handle(user_ops::deliver& m) {
 
 void user_shard::handle(user_ops::ack& m) {
   auto& s = load(m.user);
-  auto& acked = s.rec.device_acked[m.device];
+  auto d = s.rec.devices.find(m.device);
+  if (d == s.rec.devices.end())
+    return; // forgotten meanwhile (replaced by newer devices): its acks hold nothing back
+  d->second.seen_ms = wall_ms();
   auto v = std::min(m.inbox_seq, s.rec.last_inbox_seq);
-  if (v > acked) {
-    acked = v;
+  if (v > d->second.acked) {
+    d->second.acked = v;
     s.dirty = true;
     prune(s);
   }
 }
 
+void user_shard::make_room_for_device(user_state& s) {
+  auto& devs = s.rec.devices;
+  while (!devs.empty() && devs.size() >= std::max<uint32_t>(core_.options().users.devices_max, 1)) {
+    // The device seen longest ago, preferring one that is not connected.
+    auto victim = devs.end();
+    for (auto it = devs.begin(); it != devs.end(); ++it) {
+      bool better = victim == devs.end() || (connected(s, victim->first) && !connected(s, it->first)) ||
+                    (connected(s, victim->first) == connected(s, it->first) && it->second.seen_ms < victim->second.seen_ms);
+      if (better)
+        victim = it;
+    }
+    for (auto it = s.sessions.begin(); it != s.sessions.end();)
+      if (it->device == victim->first) {
+        it->sink->close(proto::close_session_replaced, "too many devices for this user");
+        it = s.sessions.erase(it);
+      } else {
+        ++it;
+      }
+    devs.erase(victim);
+    s.dirty = true;
+  }
+}
+
 void user_shard::prune(user_state& s) {
+  // A device gone quiet for device_forget_after no longer holds anything back.
+  auto now = wall_ms();
+  auto forget_after = core_.options().users.device_forget_after.count();
+  for (auto it = s.rec.devices.begin(); it != s.rec.devices.end();) {
+    if (now - it->second.seen_ms > forget_after && !connected(s, it->first)) {
+      it = s.rec.devices.erase(it);
+      s.dirty = true;
+    } else {
+      ++it;
+    }
+  }
   // An entry leaves the resume buffer once every known device acknowledged it.
   uint64_t min_acked = s.rec.last_inbox_seq;
-  for (auto& [d, a] : s.rec.device_acked)
-    min_acked = std::min(min_acked, a);
+  for (auto& [d, st] : s.rec.devices)
+    min_acked = std::min(min_acked, st.acked);
   auto& p = s.rec.pending;
   auto keep = std::find_if(p.begin(), p.end(), [&](auto& e) { return e.inbox_seq > min_acked; });
   if (keep != p.begin()) {

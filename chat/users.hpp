@@ -10,6 +10,8 @@
 #include "runtime/store/recovery.hpp"
 #include "runtime/store/write_back_cache.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <future>
 #include <map>
 #include <optional>
@@ -80,6 +82,16 @@ struct final_checkpoint {
 struct user_limits {
   /// Devices connected at once per user; one more closes the oldest (4011).
   uint32_t sessions_max = 8;
+  /// Devices the node remembers per user (connected or not). Every known device holds back the
+  /// entries it has not acknowledged, and the user's record carries it on every checkpoint, so a
+  /// new device beyond this makes the node forget the one seen longest ago that is not connected:
+  /// a client that invents a device name per connection cannot grow the record without bound.
+  uint32_t devices_max = 16;
+  /// A device neither connected nor heard from (identify, ack) for this long is forgotten, so an
+  /// abandoned phone stops holding up to pending_max entries for its user. If it comes back it
+  /// resumes from its own last_inbox_seq while those entries are still kept, else it is told
+  /// resume_too_old.
+  std::chrono::milliseconds device_forget_after = std::chrono::hours(24 * 30);
   /// Unacknowledged entries kept per user for resume; older ones are dropped and a device that
   /// resumes from before them is told to fetch history (resume_too_old).
   uint32_t pending_max = 10'000;
@@ -170,7 +182,13 @@ private:
   user_state& load(user_id u);
   /// Folds a durable message into `u`'s inbox; returns false if already applied (replay).
   bool apply_deliver(user_id u, user_state& s, const message_ptr& m);
+  /// Drops devices idle past device_forget_after, then every entry all remaining devices acked.
   void prune(user_state& s);
+  /// Before registering one more device: forgets devices until there is room for it.
+  void make_room_for_device(user_state& s);
+  static bool connected(const user_state& s, const std::string& device) {
+    return std::any_of(s.sessions.begin(), s.sessions.end(), [&](auto& d) { return d.device == device; });
+  }
   std::string deliver_frame(const user_state& s, const inbox_entry& e);
   /// Writes dirty users to the cache and flushes everything with a checkpoint mark; returns
   /// the flush's ticket (0 if there was nothing to write).

@@ -29,7 +29,7 @@ struct fixture {
   std::unique_ptr<gateway> gw;
 
   explicit fixture(gateway_options gopts = {}, std::chrono::milliseconds idle_evict = std::chrono::seconds(60),
-                   store::store_hooks hooks = {}) {
+                   store::store_hooks hooks = {}, std::function<void(chat_options&)> tweak = {}) {
     dir = (std::filesystem::temp_directory_path() / ("agner-gw-" + std::to_string(::getpid()) + "-" +
                                                       std::to_string(reinterpret_cast<uintptr_t>(this))))
             .string();
@@ -48,6 +48,8 @@ struct fixture {
     co.user_shards = 2;
     co.conversation_shards = 2;
     co.conversations.idle_evict = idle_evict;
+    if (tweak)
+      tweak(co);
     core = std::make_unique<chat_core>(nd->system(), *st, nd->metrics(), co, [](const std::string&) {});
     http = std::make_unique<http_server>(*nd, http_options{});
     gw = std::make_unique<gateway>(*nd, *http, *core, *tokens, gopts);
@@ -286,6 +288,71 @@ TEST_CASE("a failed append fails the conversation's later batches in flight too,
   REQUIRE(page.size() == 4);
   for (size_t i = 0; i < page.size(); ++i)
     CHECK(page[i].seq == i + 1);
+}
+
+namespace {
+// Identifies `c` as device `device` of the user holding `token`; returns the ready frame.
+json::object identify(client& c, const std::string& token, std::string_view device, std::string_view extra = "") {
+  c.send(fmt::format(R"({{"op":"identify","ref":"i","token":"{}","device":"{}"{}}})", token, device, extra));
+  return c.next_op("ready");
+}
+} // namespace
+
+TEST_CASE("a user keeps at most devices_max devices: one more forgets the one seen longest ago") {
+  fixture f({}, std::chrono::seconds(60), {}, [](chat_options& o) { o.users.devices_max = 3; });
+  auto ta = f.token_for("alice");
+  auto tb = f.token_for("bob");
+  for (auto d : {"d1", "d2", "d3", "d4"}) { // each connects once and goes away
+    client a(f);
+    identify(a, ta, d);
+    a.ws.close(websocket::close_code::normal);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5)); // distinct "seen" times
+  }
+  client b(f);
+  identify(b, tb, "phone");
+  b.send(R"({"op":"send","ref":"s","to":"1","nonce":"x","body":"hi"})");
+  b.next_op("stored");
+  // d2 is still known: it resumes from its position and gets the message.
+  {
+    client a(f);
+    auto r = identify(a, ta, "d2");
+    CHECK(r["resume_from"].as_string() == "0");
+    CHECK(a.next_op("deliver")["body"].as_string() == "hi");
+  }
+  // d1 was forgotten when d4 came: it is a new device now and starts at the end.
+  client a(f);
+  auto r = identify(a, ta, "d1");
+  CHECK(r["resume_from"].as_string() == "1");
+  CHECK(r["inbox_seq"].as_string() == "1");
+}
+
+TEST_CASE("a device quiet for device_forget_after no longer holds entries back") {
+  fixture f({}, std::chrono::seconds(60), {}, [](chat_options& o) { o.users.device_forget_after = std::chrono::milliseconds(100); });
+  auto ta = f.token_for("alice");
+  auto tb = f.token_for("bob");
+  {
+    client old(f);
+    identify(old, ta, "old-phone");
+    old.ws.close(websocket::close_code::normal);
+  }
+  client a(f);
+  identify(a, ta, "new-phone");
+  client b(f);
+  identify(b, tb, "phone");
+  auto send_and_ack = [&](std::string_view nonce) {
+    b.send(fmt::format(R"({{"op":"send","ref":"s","to":"1","nonce":"{}","body":"{}"}})", nonce, nonce));
+    b.next_op("stored");
+    auto d = a.next_op("deliver");
+    a.send(fmt::format(R"({{"op":"ack","inbox_seq":"{}"}})", d["inbox_seq"].as_string()));
+  };
+  send_and_ack("m1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  send_and_ack("m2"); // this ack prunes: old-phone has been quiet for longer than 100 ms
+  // The entries old-phone never acknowledged are gone: resuming from 0 is too old now.
+  client old(f);
+  old.send(R"({"op":"identify","ref":"i","token":")" + ta + R"(","device":"old-phone","last_inbox_seq":"0"})");
+  auto e = old.next_op("error");
+  CHECK(e["code"].as_string() == "resume_too_old");
 }
 
 TEST_CASE("requests before identify close with 4003 after an error frame") {

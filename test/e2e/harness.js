@@ -10,9 +10,19 @@ const WebSocket = require('ws');
 const NODE_BIN = process.env.E2E_AGNER_NODE;
 if (!NODE_BIN) throw new Error('set E2E_AGNER_NODE to the agner-node binary');
 
-/// Starts a node on a free port with its own data directory; resolves once it is ready.
+// Data directories this process created: removed when it exits (the nodes are dead by then).
+const createdDirs = new Set();
+process.on('exit', () => {
+  for (const d of createdDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/// Starts a node on a free port with its own data directory (or `dir`, to restart on the same
+/// data); resolves once it is ready.
 async function startNode({ dir, args = [], timeoutMs = 20000 } = {}) {
-  dir = dir || fs.mkdtempSync(path.join(os.tmpdir(), 'agner-e2e-'));
+  if (!dir) {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agner-e2e-'));
+    createdDirs.add(dir);
+  }
   const proc = spawn(NODE_BIN, ['--http.port=0', `--store.dir=${dir}`, '--log.format=json', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

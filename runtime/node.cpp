@@ -14,6 +14,9 @@ namespace agner {
 
 void node_options::bind(config_schema& s) {
   s.add("node.scheduler_threads", &scheduler_threads, "CAF scheduler threads (0 = one per core)", 0, 256);
+  s.add("node.scheduler_polls", &scheduler_polls,
+        "polls (50 us apart) an idle scheduler thread makes before it sleeps until woken (CAF's default: 500)", 0,
+        100'000);
   s.add("node.io_threads", &io_threads, "network I/O threads, one io_context each", 1, 64);
   s.add_choice("log.level", &log_level, "minimum log level", {"debug", "info", "warn", "error", "critical", "off"});
   s.add_choice("log.format", &log_format, "log line format (auto = json unless stderr is a terminal)",
@@ -33,6 +36,9 @@ node::node(node_options opts) : opts_(std::move(opts)) {
   cfg_ = std::make_unique<caf::actor_system_config>();
   uint32_t threads = opts_.scheduler_threads ? opts_.scheduler_threads : std::max(1u, std::thread::hardware_concurrency());
   cfg_->set("scheduler.max-threads", static_cast<size_t>(threads));
+  // An idle worker spins briefly (CAF's aggressive phase), then polls scheduler_polls times, then
+  // sleeps on its queue until an enqueue wakes it (or 10 ms pass, when it tries to steal).
+  cfg_->set("work-stealing.moderate-poll-attempts", static_cast<size_t>(opts_.scheduler_polls));
   // CAF's own timers and middleman are not used: connections are Asio's, timers are ours.
   system_ = std::make_unique<caf::actor_system>(*cfg_);
   for (uint32_t i = 0; i < opts_.io_threads; ++i)

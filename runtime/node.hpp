@@ -23,6 +23,11 @@ namespace agner {
 struct node_options {
   /// CAF scheduler threads; 0 means one per core.
   uint32_t scheduler_threads = 0;
+  /// Polls (50 us apart) an idle scheduler thread makes before it sleeps until work arrives
+  /// (CAF's `work-stealing.moderate-poll-attempts`, default 500 there). Every poll is a sleep
+  /// and a wake-up; with CAF's 500, two idle workers kept a 2-core node 0.27 cores busy at 100
+  /// messages/s, and took CPU from the I/O threads under load (2026-11-30, docs/benchmarks-chat.md).
+  uint32_t scheduler_polls = 0;
   /// Asio I/O threads, each with its own io_context (and, later, its own timer wheel).
   uint32_t io_threads = 1;
   std::string log_level = "info";

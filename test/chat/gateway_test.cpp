@@ -1,6 +1,7 @@
 // The gateway's protocol over Beast's in-memory test stream: a real chat core, store and timer
 // wheels, no sockets. The client side is a synchronous Beast WebSocket client on the test thread.
 #include "chat/chat_node.hpp"
+#include "test/runtime/store/store_test_support.hpp"
 
 #include <boost/beast/_experimental/test/stream.hpp>
 #include <boost/beast/websocket.hpp>
@@ -229,22 +230,8 @@ TEST_CASE("an idle conversation leaves memory on its own timer and comes back wh
 TEST_CASE("a failed append fails the conversation's later batches in flight too, and seq stays dense") {
   // The writer stops inside the failing commit while the conversation pipelines two more
   // batches behind it; the store then fails those (a broken chain) and the senders retry.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool inside = false, release = false;
-  std::atomic<int> fail_next{0};
-  store::store_hooks hooks;
-  hooks.before_commit = [&] {
-    int rc = fail_next.exchange(0);
-    if (rc != 0) {
-      std::unique_lock lk(mu);
-      inside = true;
-      cv.notify_all();
-      cv.wait(lk, [&] { return release; });
-    }
-    return rc;
-  };
-  fixture f({}, std::chrono::seconds(60), hooks);
+  store::test::gated_failure gate;
+  fixture f({}, std::chrono::seconds(60), gate.hooks());
   auto ta = f.token_for("alice");
   f.token_for("bob");
   client a(f);
@@ -252,12 +239,9 @@ TEST_CASE("a failed append fails the conversation's later batches in flight too,
   a.next_op("ready");
   a.send(R"({"op":"send","ref":"s1","to":"2","nonce":"n1","body":"one"})");
   CHECK(a.next_op("stored")["seq"].as_string() == "1");
-  fail_next = ENOSPC;
+  gate.arm(ENOSPC);
   a.send(R"({"op":"send","ref":"s2","to":"2","nonce":"n2","body":"two"})");
-  {
-    std::unique_lock lk(mu);
-    REQUIRE(cv.wait_for(lk, std::chrono::seconds(20), [&] { return inside; }));
-  }
+  REQUIRE(gate.wait_inside());
   // Each of these goes to the store as its own batch while the first is still at the writer.
   size_t queued = 0;
   for (auto [ref, nonce] : {std::pair{"s3", "n3"}, std::pair{"s4", "n4"}}) {
@@ -267,11 +251,7 @@ TEST_CASE("a failed append fails the conversation's later batches in flight too,
     REQUIRE(f.st->queued_bytes() > queued);
     queued = f.st->queued_bytes();
   }
-  {
-    std::lock_guard lk(mu);
-    release = true;
-  }
-  cv.notify_all();
+  gate.release();
   for (auto ref : {"s2", "s3", "s4"}) {
     auto e = a.next_op("error");
     CHECK(e["ref"].as_string() == ref);

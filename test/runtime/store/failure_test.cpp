@@ -213,45 +213,24 @@ TEST_CASE("a chain whose batch failed fails its later batches until one restarts
   metrics::registry m;
   // The writer stops inside the failing commit until the test has queued the batches behind it,
   // so they arrive in a later group (a failure within one group fails the rest of that group).
-  std::mutex mu;
-  std::condition_variable cv;
-  bool inside = false, release = false;
-  std::atomic<int> fail_next{0};
-  store_hooks hooks;
-  hooks.before_commit = [&] {
-    int rc = fail_next.exchange(0);
-    if (rc != 0) {
-      std::unique_lock lk(mu);
-      inside = true;
-      cv.notify_all();
-      cv.wait(lk, [&] { return release; });
-    }
-    return rc;
-  };
-  node_store s(test_options(dir.path()), m, hooks);
+  gated_failure gate;
+  node_store s(test_options(dir.path()), m, gate.hooks());
   auto chained = [](uint64_t stream, uint64_t first_seq, int n, bool restart) {
     auto b = messages(stream, first_seq, n, 10);
     b.chain(stream, restart);
     return b;
   };
   REQUIRE(commit_now(s, chained(7, 1, 2, true)).status == write_status::durable);
-  fail_next = ENOSPC;
+  gate.arm(ENOSPC);
   // One collector per batch: a refused batch completes before the commit of its group does.
   completions c[5];
   REQUIRE(s.submit(chained(7, 3, 2, false), c[0].make())); // fails in the commit
-  {
-    std::unique_lock lk(mu);
-    REQUIRE(cv.wait_for(lk, std::chrono::seconds(20), [&] { return inside; }));
-  }
+  REQUIRE(gate.wait_inside());
   REQUIRE(s.submit(chained(7, 5, 2, false), c[1].make())); // behind the failure: must fail unwritten
   REQUIRE(s.submit(chained(9, 1, 2, true), c[2].make()));  // another chain: unaffected
   REQUIRE(s.submit(messages(8, 1, 2, 10), c[3].make()));   // no chain at all: unaffected
   REQUIRE(s.submit(chained(7, 7, 2, false), c[4].make())); // still broken
-  {
-    std::lock_guard lk(mu);
-    release = true;
-  }
-  cv.notify_all();
+  gate.release();
   std::vector<commit_result> r;
   for (auto& one : c) {
     REQUIRE(one.wait(1));

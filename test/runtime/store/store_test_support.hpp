@@ -6,6 +6,7 @@
 
 #include "runtime/store/store.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -95,6 +96,48 @@ private:
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<commit_result> results_;
+};
+
+/// A before_commit hook that, once armed, fails the next commit with an error code and holds the
+/// writer inside that commit until released: a test can queue batches behind a failing commit,
+/// so that they reach the writer in a later group. Declare it before the store that uses it.
+class gated_failure {
+public:
+  store_hooks hooks() {
+    store_hooks h;
+    h.before_commit = [this] {
+      int rc = next_.exchange(0);
+      if (rc != 0) {
+        std::unique_lock lk(mu_);
+        inside_ = true;
+        cv_.notify_all();
+        cv_.wait(lk, [&] { return released_; });
+      }
+      return rc;
+    };
+    return h;
+  }
+  /// The next commit fails with `rc` (an errno or LMDB code).
+  void arm(int rc) { next_ = rc; }
+  /// Waits until the writer is inside the failing commit.
+  bool wait_inside(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, timeout, [&] { return inside_; });
+  }
+  /// Lets the failing commit return.
+  void release() {
+    {
+      std::lock_guard lk(mu_);
+      released_ = true;
+    }
+    cv_.notify_all();
+  }
+
+private:
+  std::atomic<int> next_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool inside_ = false, released_ = false;
 };
 
 /// Submits `b` and waits for its result.

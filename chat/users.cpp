@@ -171,7 +171,15 @@ void user_shard::handle(user_ops::registered& m) {
     m.a.sink->close(proto::close_going_away, "store unavailable");
     return;
   }
-  open_session(load(m.a.user), m.a, m.from);
+  auto& s = load(m.a.user);
+  if (!s.rec.devices.contains(m.a.device)) {
+    // Forgotten while its registration was being written (more new devices than devices_max at
+    // once): it is connecting now, so it is the most recent; remember it again.
+    make_room_for_device(s);
+    s.rec.devices[m.a.device] = {m.from, wall_ms()};
+    s.dirty = true;
+  }
+  open_session(s, m.a, m.from);
 }
 
 void user_shard::open_session(user_state& s, user_ops::attach& m, uint64_t from) {

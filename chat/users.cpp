@@ -282,13 +282,9 @@ void user_shard::make_room_for_device(user_state& s) {
   auto& devs = s.rec.devices;
   while (!devs.empty() && devs.size() >= std::max<uint32_t>(core_.options().users.devices_max, 1)) {
     // The device seen longest ago, preferring one that is not connected.
-    auto victim = devs.end();
-    for (auto it = devs.begin(); it != devs.end(); ++it) {
-      bool better = victim == devs.end() || (connected(s, victim->first) && !connected(s, it->first)) ||
-                    (connected(s, victim->first) == connected(s, it->first) && it->second.seen_ms < victim->second.seen_ms);
-      if (better)
-        victim = it;
-    }
+    auto victim = std::min_element(devs.begin(), devs.end(), [&](auto& a, auto& b) {
+      return std::pair(connected(s, a.first), a.second.seen_ms) < std::pair(connected(s, b.first), b.second.seen_ms);
+    });
     for (auto it = s.sessions.begin(); it != s.sessions.end();)
       if (it->device == victim->first) {
         it->sink->close(proto::close_session_replaced, "too many devices for this user");

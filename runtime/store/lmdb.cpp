@@ -50,6 +50,8 @@ env::~env() {
     mdb_env_close(env_);
 }
 
+int env::set_meta_sync(bool on) noexcept { return mdb_env_set_flags(env_, MDB_NOMETASYNC, on ? 0 : 1); }
+
 int env::set_map_size(size_t bytes) noexcept { return mdb_env_set_mapsize(env_, bytes); }
 
 size_t env::map_size() const noexcept {

@@ -63,6 +63,10 @@ public:
   MDB_env* handle() const noexcept { return env_; }
   /// Changes the map size. Only with no transaction of this process active; returns an rc.
   int set_map_size(size_t bytes) noexcept;
+  /// With `false`, commits skip the meta page's own sync (MDB_NOMETASYNC): the data pages are
+  /// still synced, integrity holds, and a crash may undo only the last transaction. Only between
+  /// write transactions, from the writing thread.
+  int set_meta_sync(bool on) noexcept;
   size_t map_size() const noexcept;
   /// The longest key LMDB accepts (511 bytes in the default build).
   size_t max_key_size() const noexcept;

@@ -192,6 +192,7 @@ private:
   metrics::counter& fatal_errors_;
   metrics::histogram& commit_ns_;
   metrics::histogram& commit_writes_;
+  metrics::histogram& index_slice_ns_;
   metrics::gauge& queue_bytes_gauge_;
   metrics::gauge& index_pending_;
 

@@ -115,6 +115,7 @@ void conversation_shard::handle(conv_ops::send& m) {
   o.msg.nonce = std::move(m.nonce);
   o.msg.body = std::move(m.body);
   o.waiters.push_back({std::move(m.sink), std::move(m.ref)});
+  o.received = m.received;
   remember(*s, key, {o.seq, o.msg.id, false});
   s->queued.push_back(std::move(o));
   maybe_submit(m.conversation, *s);
@@ -132,7 +133,7 @@ void conversation_shard::maybe_submit(conversation_id c, conv_state& s) {
   msgs->reserve(s.queued.size());
   for (auto& o : s.queued) {
     wb.append(c, o.seq, o.msg.encode());
-    msgs->push_back(std::make_shared<durable_message>(durable_message{0, c, o.seq, o.msg}));
+    msgs->push_back(std::make_shared<durable_message>(durable_message{0, c, o.seq, o.msg, o.received}));
   }
   auto& b = s.in_flight.emplace_back();
   b.msgs.swap(s.queued);
@@ -171,7 +172,9 @@ void conversation_shard::handle(conv_ops::committed& m) {
     if (m.status == store::write_status::durable)
       log::error("conversations", "a batch of {} behind a failed one was stored anyway", m.conversation);
   } else if (m.status == store::write_status::durable) {
+    auto now = core_.time().now();
     for (auto& o : b.msgs) {
+      core_.send_to_stored().observe(static_cast<uint64_t>(std::max<int64_t>(0, (now - o.received).count())));
       s.nonces[nonce_key(o.msg.from, o.msg.nonce)].durable = true;
       for (auto& w : o.waiters)
         w.sink->push(proto::encode_stored(w.ref, m.conversation, o.seq, o.msg.id, o.msg.nonce));

@@ -30,6 +30,7 @@ struct send {
   std::string body;
   sink_ptr sink;
   std::string ref;
+  time_point received; ///< when the gateway handed it over: the start of the latency metrics
 };
 /// From the store's writer thread: the batch of `conversation` committed (or failed).
 struct committed {
@@ -84,6 +85,7 @@ private:
     uint64_t seq;
     message_record msg;
     std::vector<waiter> waiters;
+    time_point received;
   };
   /// One append batch at the store.
   struct batch {

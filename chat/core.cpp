@@ -17,7 +17,9 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
     : opts_(std::move(opts)), store_(store), metrics_(reg), ids_(opts_.node_id), user_slots_(opts_.user_shards),
       sent_(reg.make_counter("agner_chat_messages_stored_total", "Messages durable in the log")),
       delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")),
-      evicted_(reg.make_counter("agner_chat_conversations_evicted_total", "Idle conversations dropped from memory (they reload when used)")) {
+      evicted_(reg.make_counter("agner_chat_conversations_evicted_total", "Idle conversations dropped from memory (they reload when used)")),
+      send_to_stored_(reg.make_histogram("agner_chat_send_to_stored_seconds", "From a send reaching the chat core to its stored reply (durable)", {}, 1e-9)),
+      send_to_deliver_(reg.make_histogram("agner_chat_send_to_deliver_seconds", "From a send reaching the chat core to the push of its delivery to a connected recipient", {}, 1e-9)) {
   // User checkpoints are per shard: a data directory written with another shard count would map
   // users to other shards and replay from the wrong checkpoints.
   auto key = std::string("chat/user_shards");
@@ -79,7 +81,7 @@ void chat_core::detach(user_id u, std::string device, sink_ptr sink) {
 
 void chat_core::send(user_id from, user_id to, std::string nonce, std::string body, sink_ptr sink, std::string ref) {
   auto c = direct_conversation(from, to);
-  convs_->cast(c, conv_ops::send{c, from, std::move(nonce), std::move(body), std::move(sink), std::move(ref)});
+  convs_->cast(c, conv_ops::send{c, from, std::move(nonce), std::move(body), std::move(sink), std::move(ref), time().now()});
 }
 
 void chat_core::ack(user_id u, std::string device, uint64_t inbox_seq) {

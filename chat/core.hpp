@@ -89,6 +89,10 @@ public:
   service<conversation_shard>& conversations() noexcept { return *convs_; }
   /// Counts conversations evicted from memory after idle_evict (any thread).
   metrics::counter& evicted() noexcept { return evicted_; }
+  /// Latency inside the node, from the gateway handing over a send: to its `stored` reply, and to
+  /// the push of its delivery to a connected recipient (any thread).
+  metrics::histogram& send_to_stored() noexcept { return send_to_stored_; }
+  metrics::histogram& send_to_deliver() noexcept { return send_to_deliver_; }
 
   /// Runs on the store's writer thread after a conversation batch committed: fans the messages
   /// out to their recipients' owners in log order, then tells the conversation's owner.
@@ -107,6 +111,8 @@ private:
   metrics::counter& sent_;
   metrics::counter& delivered_;
   metrics::counter& evicted_;
+  metrics::histogram& send_to_stored_;
+  metrics::histogram& send_to_deliver_;
 };
 
 } // namespace agner::chat

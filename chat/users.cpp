@@ -69,7 +69,7 @@ void user_shard::apply(const store::log_entry& e) {
     if (core_.user_shard_of(u) != ctx_.index() || (u == b && a == b))
       continue;
     if (!m)
-      m = std::make_shared<durable_message>(durable_message{e.position, e.stream, e.seq, message_record::decode(e.payload)});
+      m = std::make_shared<durable_message>(durable_message{e.position, e.stream, e.seq, message_record::decode(e.payload), {}});
     auto& s = load(u);
     apply_deliver(u, s, m);
   }
@@ -257,6 +257,8 @@ void user_shard::handle(user_ops::deliver& m) {
   if (s.sessions.empty())
     return;
   auto& msg = *m.m;
+  if (m.user != msg.msg.from)
+    core_.send_to_deliver().observe(static_cast<uint64_t>(std::max<int64_t>(0, (core_.time().now() - msg.received).count())));
   auto frame = proto::encode_deliver(
     {s.rec.last_inbox_seq, msg.conversation, msg.seq, msg.msg.id, msg.msg.from, msg.msg.nonce, msg.msg.body});
   for (auto& d : s.sessions)

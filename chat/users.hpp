@@ -28,6 +28,7 @@ struct durable_message {
   conversation_id conversation;
   uint64_t seq;
   message_record msg;
+  time_point received; ///< when the node got the send (for agner_chat_send_to_deliver_seconds)
 };
 using message_ptr = std::shared_ptr<const durable_message>;
 

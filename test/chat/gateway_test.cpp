@@ -166,6 +166,14 @@ TEST_CASE("identify, send, stored, deliver and ack over in-memory streams") {
   b.send(R"({"op":"ack","inbox_seq":")" + std::string(d["inbox_seq"].as_string()) + R"("})");
   b.send(R"({"op":"heartbeat","ref":"hb"})");
   CHECK(b.next_op("heartbeat_ack")["ref"].as_string() == "hb");
+  // The node's own latency series saw the message once each (the sender's own copy is not a
+  // delivery to a recipient).
+  CHECK(f.core->send_to_stored().count() == 1);
+  CHECK(f.core->send_to_deliver().count() == 1);
+  CHECK(f.core->send_to_stored().sum() > 0); // a commit with a sync takes time
+  auto text = f.nd->metrics().render();
+  CHECK(text.find("agner_chat_send_to_stored_seconds_count 1") != std::string::npos);
+  CHECK(text.find("agner_chat_send_to_deliver_seconds_count 1") != std::string::npos);
 }
 
 TEST_CASE("Beast's client interoperates: compression both ways, fragments, ping and the close handshake") {

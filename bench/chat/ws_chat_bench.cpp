@@ -23,6 +23,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include <atomic>
@@ -526,6 +527,68 @@ struct client {
   }
 };
 
+/// One histogram of the node's /metrics: cumulative counts at its `le` bounds (seconds), and sum.
+struct scraped_histogram {
+  std::vector<std::pair<double, uint64_t>> cum;
+  double sum = 0;
+  uint64_t count = 0;
+  /// Cumulative count at or below `le` (a step function between the rendered bounds).
+  uint64_t at(double le) const {
+    uint64_t c = 0;
+    for (auto& [b, n] : cum)
+      if (b <= le)
+        c = n;
+    return c;
+  }
+};
+
+scraped_histogram scrape_histogram(uint16_t port, std::string_view name) {
+  net::io_context io;
+  tcp::socket s(io);
+  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  beast::http::request<beast::http::empty_body> req(beast::http::verb::get, "/metrics", 11);
+  req.set(beast::http::field::host, "127.0.0.1");
+  beast::http::write(s, req);
+  beast::flat_buffer buf;
+  beast::http::response<beast::http::string_body> res;
+  beast::http::read(s, buf, res);
+  scraped_histogram h;
+  std::istringstream in(res.body());
+  std::string line, bucket = std::string(name) + "_bucket{le=\"", sum = std::string(name) + "_sum ",
+                    count = std::string(name) + "_count ";
+  while (std::getline(in, line)) {
+    if (line.starts_with(bucket)) {
+      auto q = line.find('"', bucket.size());
+      auto le = line.substr(bucket.size(), q - bucket.size());
+      if (le != "+Inf")
+        h.cum.emplace_back(std::stod(le), std::stoull(line.substr(line.rfind(' ') + 1)));
+    } else if (line.starts_with(sum)) {
+      h.sum = std::stod(line.substr(sum.size()));
+    } else if (line.starts_with(count)) {
+      h.count = std::stoull(line.substr(count.size()));
+    }
+  }
+  return h;
+}
+
+/// The node's own send -> deliver latency between two scrapes: mean, and the quantiles to the
+/// resolution of its rendered buckets (powers of two).
+void print_node_latency(const std::string& what, const scraped_histogram& a, const scraped_histogram& b) {
+  uint64_t n = b.count - a.count;
+  if (n == 0)
+    return;
+  auto quantile = [&](double q) {
+    auto rank = static_cast<uint64_t>(q * static_cast<double>(n));
+    for (auto& [le, c] : b.cum)
+      if (c - a.at(le) > rank)
+        return le * 1e6;
+    return b.cum.empty() ? 0.0 : b.cum.back().first * 1e6;
+  };
+  fmt::print("{:<44} mean {:>8.1f} us  p50 <= {:.0f} us  p99 <= {:.0f} us  (n={}; from the node's /metrics, "
+             "warm-ups included)\n",
+             what, (b.sum - a.sum) / static_cast<double>(n) * 1e6, quantile(0.5), quantile(0.99), n);
+}
+
 void print_latency(const std::string& what, const metrics::histogram& h) {
   auto us = [&](double q) { return static_cast<double>(h.quantile(q)) / 1e3; };
   fmt::print("{:<44} p50 {:>8.1f} us  p99 {:>8.1f} us  p999 {:>8.1f} us  max-bucket {:>8.1f} us  (n={}, +12.5% bucket bound)\n",
@@ -685,11 +748,17 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
       throw std::runtime_error("--mode rate needs --rate");
     gc->lat.reset();
     std::vector<double> rs;
+    constexpr std::string_view node_series = "agner_chat_send_to_deliver_seconds";
+    auto before = scrape_histogram(node->port, node_series);
     for (int r = 0; r < reps; ++r)
       rs.push_back(cl.run_paced(*gc, rate, o.warmup, o.seconds));
+    auto after = scrape_histogram(node->port, node_series);
     auto rr = bench::from_samples(fmt::format("chat delivered at target {:.0f}/s", rate), rs, "msgs/s");
     bench::report(rr, cr ? &*cr : nullptr);
     print_latency(fmt::format("chat send->recipient deliver @{:.0f}/s", rate), gc->lat);
+    // The part of it inside the node's chat core; the rest is the two sockets, the two I/O
+    // threads and the load client.
+    print_node_latency("  of which inside the node (core to push)", before, after);
   }
   cl.close(ge);
   cl.close(gc);

@@ -1,0 +1,474 @@
+// The load client of bench_ws_chat: WebSocket connections (Beast) on a few io_context threads,
+// grouped by target (the echo peer, or a chat node as pairs of users messaging each other), each
+// keeping a window of messages in flight or sending at a paced rate. Used by one translation unit.
+#pragma once
+
+#include "bench/chat/peer_process.hpp"
+#include "runtime/metrics.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace agner::bench::wsload {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using clk = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using peers::cpu_seconds;
+
+// ---------------------------------------------------------------------------------------------
+// Tiny frame parsing (the node's frames are flat JSON with string values)
+
+inline std::string_view field(std::string_view line, std::string_view key) {
+  char pat[40];
+  size_t n = static_cast<size_t>(std::snprintf(pat, sizeof pat, "\"%.*s\":\"", static_cast<int>(key.size()), key.data()));
+  auto p = line.find(std::string_view(pat, n));
+  if (p == std::string_view::npos)
+    return {};
+  p += n;
+  auto e = line.find('"', p);
+  return line.substr(p, e == std::string_view::npos ? std::string_view::npos : e - p);
+}
+
+inline uint64_t to_u64(std::string_view s) {
+  uint64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  return v;
+}
+
+inline uint64_t now_ns() { return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clk::now().time_since_epoch()).count()); }
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+enum class kind { echo, chat };
+
+struct group;
+
+struct conn : std::enable_shared_from_this<conn> {
+  conn(group& g, int idx, net::io_context& io) : g(g), idx(idx), io(io), ws(io) {}
+
+  group& g;
+  int idx;
+  net::io_context& io;
+  websocket::stream<tcp::socket> ws;
+  beast::flat_buffer rbuf;
+  std::deque<std::string> wq;
+  bool writing = false, closed = false, counted_ready = false;
+  uint64_t user = 0, peer = 0;
+  uint64_t max_inbox = 0;
+  int unacked = 0;
+  int inflight = 0;
+  uint64_t nonce = 0;
+  double credit = 0;
+
+  void start(const net::ip::address& src, const tcp::endpoint& to);
+  void on_connected();
+  void read();
+  void on_message(std::string_view text);
+  void on_line(std::string_view line, uint64_t now);
+  void send_one();
+  void fill_window(int window);
+  void write(std::string frame);
+  void do_write();
+  void fail(const char* what, beast::error_code ec);
+  void mark_ready();
+  void close() {
+    closed = true;
+    beast::error_code ec;
+    ws.next_layer().shutdown(tcp::socket::shutdown_both, ec);
+    ws.next_layer().close(ec);
+  }
+};
+
+struct group {
+  kind k;
+  std::string name;
+  tcp::endpoint target;
+  std::string host;
+  std::string user_prefix;
+  int window = 8;
+  int ack_every = 8;
+  std::vector<std::shared_ptr<conn>> conns;
+  std::vector<net::ip::address> sources;
+  std::atomic<int> next_to_connect{0}, ready{0}, failed{0};
+  std::atomic<int64_t> inflight{0};
+  std::atomic<uint64_t> done{0}, self_copies{0}, stored{0}, errors{0}, sent{0};
+  std::atomic<bool> active{false}, measuring{false}, paced{false};
+  double per_conn_rate = 0;
+  int inflight_cap = 1000;
+  metrics::histogram lat{1e-9};
+  pid_t server = -1;
+  std::vector<double> server_cpu_us; ///< server CPU microseconds per counted message, per window
+
+  void launch_next() {
+    int i = next_to_connect.fetch_add(1);
+    if (i >= static_cast<int>(conns.size()))
+      return;
+    auto c = conns[i];
+    auto src = sources.empty() ? net::ip::address() : sources[i % sources.size()];
+    net::post(c->io, [c, src, to = target] { c->start(src, to); });
+  }
+};
+
+inline void conn::fail(const char* what, beast::error_code ec) {
+  if (closed)
+    return;
+  closed = true;
+  if (!counted_ready) {
+    if (g.failed.fetch_add(1) < 5)
+      fmt::print(stderr, "[{}] connection {} {}: {}\n", g.name, idx, what, ec.message());
+    g.launch_next();
+  } else if (ec != net::error::operation_aborted && ec != net::error::bad_descriptor && g.errors.fetch_add(1) < 5) {
+    fmt::print(stderr, "[{}] connection {} {}: {}\n", g.name, idx, what, ec.message());
+  }
+}
+
+inline void conn::start(const net::ip::address& src, const tcp::endpoint& to) {
+  beast::error_code ec;
+  auto& s = ws.next_layer();
+  s.open(tcp::v4(), ec);
+  if (!ec && !src.is_unspecified()) {
+    // Several 127.0.0.x source addresses: more ephemeral ports than one address has.
+    s.set_option(net::socket_base::reuse_address(true), ec);
+    s.bind(tcp::endpoint(src, 0), ec);
+  }
+  if (ec)
+    return fail("open/bind", ec);
+  s.async_connect(to, [self = shared_from_this()](beast::error_code ec) {
+    if (ec)
+      return self->fail("connect", ec);
+    beast::error_code ig;
+    self->ws.next_layer().set_option(tcp::no_delay(true), ig);
+    self->ws.auto_fragment(false);
+    self->ws.async_handshake(self->g.host, self->g.k == kind::chat ? "/v1/ws" : "/", [self](beast::error_code ec) {
+      if (ec)
+        return self->fail("handshake", ec);
+      self->on_connected();
+    });
+  });
+}
+
+inline void conn::on_connected() {
+  ws.text(true);
+  if (g.k == kind::chat)
+    write(fmt::format(R"({{"op":"identify","ref":"i","token":"dev:{}{}","device":"d"}})", g.user_prefix, idx));
+  else
+    mark_ready();
+  read();
+}
+
+inline void conn::mark_ready() {
+  if (counted_ready)
+    return;
+  counted_ready = true;
+  g.ready.fetch_add(1);
+  g.launch_next();
+}
+
+inline void conn::read() {
+  ws.async_read(rbuf, [self = shared_from_this()](beast::error_code ec, size_t) {
+    if (ec)
+      return self->fail("read", ec);
+    auto d = self->rbuf.cdata();
+    self->on_message(std::string_view(static_cast<const char*>(d.data()), d.size()));
+    self->rbuf.consume(self->rbuf.size());
+    self->read();
+  });
+}
+
+inline void conn::on_message(std::string_view text) {
+  uint64_t now = now_ns();
+  if (g.k == kind::echo) {
+    --inflight;
+    g.inflight.fetch_sub(1, std::memory_order_relaxed);
+    if (g.measuring.load(std::memory_order_relaxed)) {
+      g.done.fetch_add(1, std::memory_order_relaxed);
+      g.lat.observe(now - to_u64(field(text, "body")));
+    }
+    if (g.active.load(std::memory_order_relaxed) && !g.paced.load(std::memory_order_relaxed))
+      fill_window(g.window);
+    return;
+  }
+  // Server messages may carry several JSON objects separated by '\n'.
+  size_t pos = 0;
+  while (pos < text.size()) {
+    auto e = text.find('\n', pos);
+    if (e == std::string_view::npos)
+      e = text.size();
+    on_line(text.substr(pos, e - pos), now);
+    pos = e + 1;
+  }
+  if (unacked >= g.ack_every) {
+    unacked = 0;
+    write(fmt::format(R"({{"op":"ack","inbox_seq":"{}"}})", max_inbox));
+  }
+  if (g.active.load(std::memory_order_relaxed) && !g.paced.load(std::memory_order_relaxed))
+    fill_window(g.window);
+}
+
+inline void conn::on_line(std::string_view line, uint64_t now) {
+  auto op = field(line, "op");
+  if (op == "deliver") {
+    max_inbox = std::max(max_inbox, to_u64(field(line, "inbox_seq")));
+    ++unacked;
+    if (to_u64(field(line, "from")) == user) {
+      g.self_copies.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (g.measuring.load(std::memory_order_relaxed)) {
+      g.done.fetch_add(1, std::memory_order_relaxed);
+      g.lat.observe(now - to_u64(field(line, "body")));
+    }
+  } else if (op == "stored") {
+    --inflight;
+    g.inflight.fetch_sub(1, std::memory_order_relaxed);
+    g.stored.fetch_add(1, std::memory_order_relaxed);
+  } else if (op == "ready") {
+    user = to_u64(field(line, "user"));
+    mark_ready();
+  } else if (op == "error") {
+    if (g.errors.fetch_add(1) < 5)
+      fmt::print(stderr, "[{}] connection {}: {}\n", g.name, idx, line);
+    if (field(line, "code") == "rate_limited" || field(line, "code") == "unavailable") {
+      --inflight;
+      g.inflight.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+inline void conn::send_one() {
+  ++inflight;
+  g.inflight.fetch_add(1, std::memory_order_relaxed);
+  g.sent.fetch_add(1, std::memory_order_relaxed);
+  // The same frame, byte for byte in shape, for the echo peer and the node.
+  write(fmt::format(R"({{"op":"send","to":"{}","nonce":"{}-{}","body":"{}"}})", peer, idx, ++nonce, now_ns()));
+}
+
+inline void conn::fill_window(int window) {
+  if (closed || !counted_ready)
+    return;
+  while (inflight < window)
+    send_one();
+}
+
+inline void conn::write(std::string frame) {
+  if (closed)
+    return;
+  wq.push_back(std::move(frame));
+  if (!writing)
+    do_write();
+}
+
+inline void conn::do_write() {
+  writing = true;
+  ws.async_write(net::buffer(wq.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
+    self->wq.pop_front();
+    if (ec) {
+      self->writing = false;
+      self->wq.clear();
+      return self->fail("write", ec);
+    }
+    if (self->wq.empty())
+      self->writing = false;
+    else
+      self->do_write();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client: io threads, groups, windows
+
+struct client {
+  std::vector<std::unique_ptr<net::io_context>> ios;
+  std::vector<std::thread> threads;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;
+
+  explicit client(int n) {
+    for (int i = 0; i < n; ++i) {
+      ios.push_back(std::make_unique<net::io_context>(1));
+      guards.push_back(net::make_work_guard(*ios.back()));
+    }
+    for (auto& io : ios)
+      threads.emplace_back([&io = *io] { io.run(); });
+  }
+  ~client() {
+    for (auto& g : guards)
+      g.reset();
+    for (auto& io : ios)
+      io->stop();
+    for (auto& t : threads)
+      t.join();
+  }
+
+  /// Opens `n` connections (at most `concurrency` connecting at once); waits until all are
+  /// ready (chat: identified) or failed, or the timeout.
+  std::unique_ptr<group> open(kind k, std::string name, uint16_t port, int n, int sources, std::string user_prefix,
+                              int concurrency, double timeout_s) {
+    auto g = std::make_unique<group>();
+    g->k = k;
+    g->name = std::move(name);
+    g->target = tcp::endpoint(net::ip::make_address("127.0.0.1"), port);
+    g->host = fmt::format("127.0.0.1:{}", port);
+    g->user_prefix = std::move(user_prefix);
+    for (int s = 0; s < sources && sources > 1; ++s)
+      g->sources.push_back(net::ip::make_address(fmt::format("127.0.0.{}", 2 + s)));
+    for (int i = 0; i < n; ++i)
+      g->conns.push_back(std::make_shared<conn>(*g, i, *ios[i % ios.size()]));
+    for (int i = 0; i < std::min(n, concurrency); ++i)
+      g->launch_next();
+    auto until = clk::now() + std::chrono::duration<double>(timeout_s);
+    while (g->ready.load() + g->failed.load() < n && clk::now() < until)
+      std::this_thread::sleep_for(10ms);
+    if (g->ready.load() < n)
+      fmt::print(stderr, "[{}] only {} of {} connections ready ({} failed)\n", g->name, g->ready.load(), n, g->failed.load());
+    return g;
+  }
+
+  void close(std::unique_ptr<group>& g) {
+    if (!g)
+      return;
+    std::atomic<int> pending{static_cast<int>(g->conns.size())};
+    for (auto& c : g->conns)
+      net::post(c->io, [c, &pending] {
+        c->close();
+        pending.fetch_sub(1);
+      });
+    while (pending.load() > 0)
+      std::this_thread::sleep_for(5ms);
+    // Let the aborted handlers run and drop their references before the group goes.
+    for (auto& io : ios) {
+      std::atomic<bool> done{false};
+      net::post(*io, [&] { done = true; });
+      while (!done)
+        std::this_thread::sleep_for(1ms);
+    }
+    std::this_thread::sleep_for(50ms);
+    g->conns.clear();
+    g.reset();
+  }
+
+  /// Stops sending, waits for what is in flight.
+  void pause(group& g) {
+    g.active = false;
+    g.measuring = false;
+    auto until = clk::now() + 10s;
+    while (g.inflight.load() > 0 && clk::now() < until)
+      std::this_thread::sleep_for(2ms);
+    std::this_thread::sleep_for(50ms); // stragglers: the recipient copies of the last sends
+  }
+
+  /// One closed-loop window: every connection keeps `window` in flight. Returns done/s.
+  double run_window(group& g, double warmup_s, double seconds) {
+    g.paced = false;
+    g.active = true;
+    for (auto& c : g.conns)
+      net::post(c->io, [c, w = g.window] { c->fill_window(w); });
+    std::this_thread::sleep_for(std::chrono::duration<double>(warmup_s));
+    g.done = 0;
+    double cpu0 = cpu_seconds(g.server);
+    auto t0 = clk::now();
+    g.measuring = true;
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    g.measuring = false;
+    double secs = std::chrono::duration<double>(clk::now() - t0).count();
+    uint64_t n = g.done.load();
+    double r = static_cast<double>(n) / secs;
+    if (n > 0)
+      g.server_cpu_us.push_back(1e6 * (cpu_seconds(g.server) - cpu0) / static_cast<double>(n));
+    pause(g);
+    return r;
+  }
+
+  /// One open-loop window at `rate` sends/s in total, paced by a 1 ms tick on each I/O thread.
+  double run_paced(group& g, double rate, double warmup_s, double seconds) {
+    g.paced = true;
+    g.per_conn_rate = rate / static_cast<double>(g.conns.size());
+    g.active = true;
+    std::atomic<bool> stop{false};
+    std::vector<std::shared_ptr<net::steady_timer>> timers;
+    std::atomic<int> running{0};
+    for (size_t t = 0; t < ios.size(); ++t) {
+      auto timer = std::make_shared<net::steady_timer>(*ios[t]);
+      timers.push_back(timer);
+      std::vector<std::shared_ptr<conn>> mine;
+      for (size_t i = t; i < g.conns.size(); i += ios.size())
+        mine.push_back(g.conns[i]);
+      // Each connection starts at its own phase of the send period, so the offered load is
+      // spread over time: with equal credits every connection would cross 1 on the same tick
+      // and the "open loop" would be synchronized bursts of one message per connection.
+      net::post(*ios[t], [mine, n = g.conns.size(), first = t, step = ios.size()] {
+        for (size_t k = 0; k < mine.size(); ++k)
+          mine[k]->credit = (static_cast<double>(first + k * step) + 0.5) / static_cast<double>(n);
+      });
+      running.fetch_add(1);
+      auto tick = std::make_shared<std::function<void(clk::time_point)>>();
+      *tick = [&, timer, mine = std::move(mine), tick_w = std::weak_ptr(tick)](clk::time_point last) {
+        auto tick = tick_w.lock();
+        if (stop.load() || !tick) {
+          running.fetch_sub(1);
+          return;
+        }
+        auto now = clk::now();
+        double dt = std::chrono::duration<double>(now - last).count();
+        for (auto& c : mine) {
+          c->credit = std::min(c->credit + g.per_conn_rate * dt, 50.0);
+          while (c->credit >= 1 && c->inflight < g.inflight_cap && !c->closed && c->counted_ready) {
+            c->send_one();
+            c->credit -= 1;
+          }
+        }
+        timer->expires_at(now + 1ms);
+        timer->async_wait([tick, now](beast::error_code) { (*tick)(now); });
+      };
+      net::post(*ios[t], [tick] { (*tick)(clk::now()); });
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(warmup_s));
+    g.done = 0;
+    uint64_t sent0 = g.sent.load();
+    double server0 = cpu_seconds(g.server), client0 = cpu_seconds(::getpid());
+    auto t0 = clk::now();
+    g.measuring = true;
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    g.measuring = false;
+    double secs = std::chrono::duration<double>(clk::now() - t0).count();
+    double r = static_cast<double>(g.done.load()) / secs;
+    double offered = static_cast<double>(g.sent.load() - sent0) / secs;
+    double server_cpu = cpu_seconds(g.server) - server0, client_cpu = cpu_seconds(::getpid()) - client0;
+    stop = true;
+    while (running.load() > 0)
+      std::this_thread::sleep_for(2ms);
+    pause(g);
+    for (auto& c : g.conns)
+      net::post(c->io, [c] { c->credit = 0; });
+    // How busy the box was: at a fixed rate, batching is thinner than at the maximum, so a message
+    // can cost the node more CPU than it does flat out.
+    fmt::print("  paced window: offered {:.0f} sends/s, delivered {:.0f}/s; server {:.2f} cores ({:.2f} us per "
+               "message), load client {:.2f} cores\n",
+               offered, r, server_cpu / secs, r > 0 ? 1e6 * server_cpu / (r * secs) : 0.0, client_cpu / secs);
+    return r;
+  }
+};
+
+} // namespace agner::bench::wsload

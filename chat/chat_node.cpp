@@ -125,6 +125,9 @@ chat_node::chat_node(chat_node_options opts) : opts_(std::move(opts)) {
   store_ = std::make_unique<store::node_store>(opts_.store, node_->metrics(), hooks);
   // A resume replay page must fit in a connection's outbound bound with room for live traffic.
   opts_.chat.users.replay_page_bytes = std::min<uint32_t>(opts_.chat.users.replay_page_bytes, opts_.gateway.outbound_bytes_max / 4);
+  if (opts_.node.shards_on_io_threads)
+    for (size_t i = 0; i < node_->io_thread_count(); ++i)
+      opts_.chat.homes.push_back([io = &node_->io(i)](std::function<void()> f) { boost::asio::post(*io, std::move(f)); });
   core_ = std::make_unique<chat_core>(node_->system(), *store_, node_->metrics(), opts_.chat,
                                       [n = node_.get()](const std::string& why) { n->fatal(why); });
   http_ = std::make_unique<http_server>(*node_, opts_.http);

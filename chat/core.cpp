@@ -37,11 +37,13 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
   service_options uo;
   uo.name = "users";
   uo.shards = opts_.user_shards;
+  uo.homes = opts_.homes;
   users_ = std::make_unique<service<user_shard>>(
     sys, uo, [this](auto& ctx) { return std::make_unique<user_shard>(ctx, *this); }, escalate, &reg);
   service_options co;
   co.name = "conversations";
   co.shards = opts_.conversation_shards;
+  co.homes = opts_.homes;
   convs_ = std::make_unique<service<conversation_shard>>(
     sys, co, [this](auto& ctx) { return std::make_unique<conversation_shard>(ctx, *this); }, escalate, &reg);
   // Housekeeping ticks re-arm themselves from then on.

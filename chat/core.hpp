@@ -35,6 +35,8 @@ struct chat_options {
   std::chrono::milliseconds history_timeout{5'000};
   user_limits users;
   conversation_limits conversations;
+  /// Where the shards' write lanes run (service_options::homes); empty: CAF's workers.
+  std::vector<std::function<void(std::function<void()>)>> homes;
 };
 
 class chat_core {

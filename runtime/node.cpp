@@ -18,6 +18,8 @@ void node_options::bind(config_schema& s) {
         "polls (50 us apart) an idle scheduler thread makes before it sleeps until woken (CAF's default: 500)", 0,
         100'000);
   s.add("node.io_threads", &io_threads, "network I/O threads, one io_context each", 1, 64);
+  s.add("node.shards_on_io_threads", &shards_on_io_threads,
+        "run the chat services' shards on the I/O threads (false: on CAF's scheduler threads)");
   s.add_choice("log.level", &log_level, "minimum log level", {"debug", "info", "warn", "error", "critical", "off"});
   s.add_choice("log.format", &log_format, "log line format (auto = json unless stderr is a terminal)",
                {"auto", "json", "text"});

@@ -28,6 +28,9 @@ struct node_options {
   /// and a wake-up; with CAF's 500, two idle workers kept a 2-core node 0.27 cores busy at 100
   /// messages/s, and took CPU from the I/O threads under load (2026-11-30, docs/benchmarks-chat.md).
   uint32_t scheduler_polls = 0;
+  /// Run the services' write lanes on the I/O threads (shard i on thread i mod io_threads)
+  /// instead of CAF's workers: one thread crossing less per hop (docs/plan-fewer-crossings.md).
+  bool shards_on_io_threads = true;
   /// Asio I/O threads, each with its own io_context (and, later, its own timer wheel).
   uint32_t io_threads = 1;
   std::string log_level = "info";

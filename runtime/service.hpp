@@ -20,6 +20,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,6 +91,14 @@ struct service_options {
   /// Tick of each shard's timer wheel: per-key deadlines (idle eviction, retries, expiry) fire
   /// at most this late.
   duration wheel_tick = std::chrono::milliseconds(10);
+  /// Where the write lanes run. Empty: on CAF's workers (one actor per lane). Otherwise shard i
+  /// runs on homes[i % homes.size()], a function that posts work to one event loop (an I/O
+  /// thread's io_context), which runs it in order. A cast then costs a short lock and, for the
+  /// first of a burst, one post; no CAF mailbox and no scheduler hand-off. On a box with few
+  /// cores this takes one thread crossing per hop off the hot path (docs/plan-fewer-crossings.md).
+  /// Delayed casts and the wheel's wakeups still come through the lane's CAF actor (CAF's clock),
+  /// which hands them to the home loop. `stop()` must not be called from a home loop.
+  std::vector<std::function<void(std::function<void()>)>> homes;
 };
 
 /// Per-shard counters shared between producers and the lanes. Queue depth is two monotonic
@@ -235,6 +245,8 @@ public:
     if ((n & check_mask_) == 0 && n - st.writes_handled.load(std::memory_order_relaxed) >= opts_.queue_high &&
         !st.overloaded.load(std::memory_order_relaxed) && !st.overloaded.exchange(true, std::memory_order_relaxed))
       st.overload_events.fetch_add(1, std::memory_order_relaxed);
+    if (!opts_.homes.empty())
+      return home_push(cores_[shard], std::move(msg));
     // One allocation: the mailbox element holds the envelope inline (anon_send's path). Going
     // through a caf::message costs a second one, freed on another thread.
     writers_[shard]->enqueue(caf::make_mailbox_element(nullptr, caf::make_message_id(), {},
@@ -295,6 +307,8 @@ public:
   void stop(bool wait = true) {
     if (writers_.empty())
       return;
+    if (!opts_.homes.empty())
+      stop_homes();
     for (auto& a : writers_)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     for (auto& a : readers_)
@@ -320,11 +334,75 @@ private:
     context ctx;
     std::unique_ptr<Shard> impl;
     bool failed = false;
+    // Home lane only: casts waiting for the home loop, and whether the service stopped.
+    std::mutex home_mu;
+    std::vector<write_msg> home_queue;
+    bool home_stopped = false;
+    std::vector<write_msg> draining; // home loop only
   };
+
+  // Home lane: queue the cast; the first of a burst posts one drain to the home loop.
+  void home_push(const std::shared_ptr<shard_core>& core, write_msg msg) {
+    {
+      std::lock_guard lock(core->home_mu);
+      if (core->home_stopped)
+        return;
+      core->home_queue.push_back(std::move(msg));
+      if (core->home_queue.size() > 1)
+        return; // a drain is already posted
+    }
+    post_home(core, [](shard_core& c) { c.svc->home_drain(c); });
+  }
+
+  // Runs `fn(core)` on the shard's home loop, unless the service stopped first.
+  template <class Fn>
+  void post_home(const std::shared_ptr<shard_core>& core, Fn fn) {
+    opts_.homes[core->ctx.index() % opts_.homes.size()]([core, fn] {
+      {
+        std::lock_guard lock(core->home_mu);
+        if (core->home_stopped)
+          return; // stop() waits for a run in progress, and later ones see this
+      }
+      fn(*core);
+    });
+  }
+
+  void home_drain(shard_core& c) {
+    {
+      std::lock_guard lock(c.home_mu);
+      c.draining.swap(c.home_queue);
+    }
+    for (auto& m : c.draining)
+      on_write(c, m);
+    c.draining.clear();
+    if (auto at = std::exchange(c.ctx.wake_for_, std::nullopt))
+      schedule_wakeup(c, *at);
+  }
+
+  // No lane runs after this returns: mark every shard stopped, then let each home loop finish
+  // what it is running (a marker posted behind it).
+  void stop_homes() {
+    for (auto& c : cores_) {
+      std::lock_guard lock(c->home_mu);
+      c->home_stopped = true;
+      c->home_queue.clear();
+    }
+    std::vector<std::future<void>> done;
+    for (auto& home : opts_.homes) {
+      auto p = std::make_shared<std::promise<void>>();
+      done.push_back(p->get_future());
+      home([p] { p->set_value(); });
+    }
+    for (auto& f : done)
+      if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+        log::warn(opts_.name, "a home loop did not answer within 10 s while stopping (stopped already?)");
+  }
 
   static caf::behavior writer_behavior(caf::event_based_actor* self, std::shared_ptr<shard_core> core) {
     return {
       [self, core](write_env<write_msg>& e) {
+        if (!core->svc->opts_.homes.empty())
+          return core->svc->home_push(core, std::move(e.msg)); // a delayed cast: to the home loop
         detail::current_host = self->context();
         core->svc->on_write(*core, e.msg);
         if (auto at = std::exchange(core->ctx.wake_for_, std::nullopt))
@@ -332,6 +410,11 @@ private:
         detail::current_host = nullptr;
       },
       [self, core](wheel_wakeup) {
+        if (!core->svc->opts_.homes.empty())
+          return core->svc->post_home(core, [](shard_core& c) {
+            c.ctx.wake_at_.reset();
+            c.svc->run_wheel(c);
+          });
         detail::current_host = self->context();
         core->ctx.wake_at_.reset();
         core->svc->run_wheel(*core);

@@ -49,6 +49,8 @@ struct fixture {
     co.user_shards = 2;
     co.conversation_shards = 2;
     co.conversations.idle_evict = idle_evict;
+    // As agner-node runs them: the shards on the I/O thread.
+    co.homes.push_back([io = &nd->io(0)](std::function<void()> f) { boost::asio::post(*io, std::move(f)); });
     if (tweak)
       tweak(co);
     core = std::make_unique<chat_core>(nd->system(), *st, nd->metrics(), co, [](const std::string&) {});

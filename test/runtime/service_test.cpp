@@ -3,6 +3,9 @@
 // on a latch (no sleeps: the only waits are on events the test itself triggers).
 #include "runtime/service.hpp"
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 #include <doctest/doctest.h>
 
@@ -10,6 +13,7 @@
 #include <optional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 using namespace agner;
@@ -398,4 +402,131 @@ TEST_CASE("a shard's own timer wheel fires per-key deadlines on time, and cancel
     CHECK(when.second - when.first < 2s); // and no later than a loose bound for a loaded box
   }
   svc.stop();
+}
+
+namespace {
+/// Home loops for shards: event loops on their own threads, like the node's I/O threads.
+struct home_loops {
+  std::vector<std::unique_ptr<boost::asio::io_context>> ios;
+  std::vector<std::thread> threads;
+  std::vector<std::thread::id> ids;
+  explicit home_loops(int n) {
+    for (int i = 0; i < n; ++i)
+      ios.push_back(std::make_unique<boost::asio::io_context>(1));
+    for (auto& io : ios)
+      threads.emplace_back([io = io.get()] {
+        auto guard = boost::asio::make_work_guard(*io);
+        io->run();
+      });
+    for (auto& t : threads)
+      ids.push_back(t.get_id());
+  }
+  ~home_loops() {
+    for (auto& io : ios)
+      io->stop();
+    for (auto& t : threads)
+      t.join();
+  }
+  std::vector<std::function<void(std::function<void()>)>> posters() {
+    std::vector<std::function<void(std::function<void()>)>> out;
+    for (auto& io : ios)
+      out.push_back([io = io.get()](std::function<void()> f) { boost::asio::post(*io, std::move(f)); });
+    return out;
+  }
+};
+
+/// Records which thread ran each write, per key, besides what kv_shard does.
+struct where_shard : kv_shard {
+  static inline std::mutex mu;
+  static inline std::map<uint64_t, std::set<std::thread::id>> threads;
+  using kv_shard::kv_shard;
+  void on_write(write_msg& m) {
+    {
+      std::lock_guard lock(mu);
+      threads[m.key].insert(std::this_thread::get_id());
+    }
+    kv_shard::on_write(m);
+  }
+};
+} // namespace
+
+TEST_CASE("on home loops, each shard runs on its own loop's thread, in cast order, and restarts in place") {
+  real_system rs;
+  home_loops homes(2);
+  durable d;
+  service_options o;
+  o.shards = 4;
+  o.homes = homes.posters();
+  o.restarts = {3, 10s};
+  where_shard::threads.clear();
+  service<where_shard> svc(
+    *rs.sys, o, [&d](auto& ctx) { return std::make_unique<where_shard>(ctx, d); }, nullptr);
+  // Casts from two threads at once, as from two I/O threads.
+  auto producer = [&](uint64_t first) {
+    for (int64_t i = 0; i < 2000; ++i)
+      for (uint64_t k = first; k < first + 8; ++k)
+        svc.cast(k, {k, i});
+  };
+  std::thread a(producer, 0), b(producer, 8);
+  a.join();
+  b.join();
+  svc.cast(uint64_t{100}, {100, 1});
+  svc.cast(uint64_t{100}, {100, -1}); // crashes that shard
+  svc.cast(uint64_t{100}, {100, 2});
+  auto all_in = [&] {
+    std::lock_guard lock(d.mu);
+    bool done = d.values[100].size() == 2;
+    for (uint64_t k = 0; k < 16; ++k)
+      done = done && d.values[k].size() == 2000;
+    return done;
+  };
+  for (int i = 0; i < 2000 && !all_in(); ++i)
+    std::this_thread::sleep_for(10ms);
+  std::lock_guard lock(d.mu);
+  for (uint64_t k = 0; k < 16; ++k) {
+    REQUIRE(d.values[k].size() == 2000);
+    for (int64_t i = 0; i < 2000; ++i)
+      REQUIRE(d.values[k][i] == i);
+    // One thread per key, and it is the home loop of the key's shard.
+    auto shard = svc.shard_of(k);
+    CHECK(where_shard::threads[k] == std::set<std::thread::id>{homes.ids[shard % 2]});
+  }
+  CHECK(d.values[100] == std::vector<int64_t>{1, 2}); // the poison was dropped, the rest applied
+  CHECK(svc.restarts() == 1);
+  CHECK(svc.stats(svc.shard_of(uint64_t{100})).write_depth() == 0);
+}
+
+TEST_CASE("on home loops, delayed casts and per-key timers run on the home loop; nothing runs after stop") {
+  real_system rs;
+  home_loops homes(1);
+  timed_shard::fired_log log;
+  service_options o;
+  o.shards = 2;
+  o.homes = homes.posters();
+  auto svc = std::make_unique<service<timed_shard>>(
+    *rs.sys, o, [&log](auto& ctx) { return std::make_unique<timed_shard>(ctx, log); }, nullptr);
+  for (int k = 0; k < 200; ++k)
+    svc->cast(uint64_t(k), {uint64_t(k), 20 + k % 30});
+  for (int k = 0; k < 200; k += 10)
+    svc->cast(uint64_t(k), {uint64_t(k), 0}); // cancel every tenth
+  svc->cast_later(0, 30ms, {1000, 10}); // a delayed cast arms one more timer
+  const int expected = 200 - 20 + 1;
+  for (int i = 0; i < 500 && log.count.load() < expected; ++i)
+    std::this_thread::sleep_for(10ms);
+  {
+    std::lock_guard lock(log.mu);
+    CHECK(log.count.load() == expected);
+    for (auto& [key, when] : log.fired)
+      CHECK(when.second >= when.first);
+  }
+  // Casts racing with stop() either run before it returns or never; after it, nothing runs.
+  for (int k = 0; k < 50; ++k)
+    svc->cast(uint64_t(5000 + k), {uint64_t(5000 + k), 1});
+  svc->stop();
+  int at_stop = log.count.load();
+  for (int k = 0; k < 50; ++k)
+    svc->cast(uint64_t(6000 + k), {uint64_t(6000 + k), 1});
+  std::this_thread::sleep_for(100ms); // 1 ms timers that ran would have fired by now
+  CHECK(log.count.load() == at_stop);
+  svc.reset();
 }

@@ -451,7 +451,7 @@ TEST_CASE("an idle session object stays small: the 2 KB per idle connection budg
 
 TEST_CASE("the recent-message ring finds exactly the newest entries, across wrap-around and jumps") {
   recent_ring r;
-  auto msg = [](uint64_t seq) { return std::make_shared<const durable_message>(durable_message{seq, 1, seq, {}}); };
+  auto msg = [](uint64_t seq) { return std::make_shared<const durable_message>(durable_message{seq, 1, seq, {}, {}}); };
   CHECK(r.find(1) == nullptr);
   for (uint64_t seq = 1; seq <= 10; ++seq)
     r.push(seq, msg(seq), 4);

@@ -48,15 +48,11 @@
 #include <unistd.h>
 #include <vector>
 
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-namespace net = boost::asio;
+// beast, websocket, net, tcp and clk come with the load client's namespace.
 namespace fs = std::filesystem;
-using tcp = net::ip::tcp;
-using clk = std::chrono::steady_clock;
-using namespace std::chrono_literals;
 namespace metrics = agner::metrics;
 namespace bench = agner::bench;
+using namespace std::chrono_literals;
 using namespace agner::bench::peers;
 using namespace agner::bench::wsload;
 

@@ -409,6 +409,8 @@ run_outcome run_inproc(const run_options& o, const run_hooks& hooks) {
     no.http.port = 0;
     no.chat.user_shards = o.inproc_shards;
     no.chat.conversation_shards = o.inproc_shards;
+    // The shards run on the node's I/O threads: one per core, as the CAF scheduler had.
+    no.node.io_threads = std::max(1u, std::thread::hardware_concurrency());
     chat::chat_node n(no);
     n.start(false);
     uint64_t rss0 = rss_bytes();

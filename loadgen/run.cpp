@@ -4,14 +4,11 @@
 #include "loadgen/codec.hpp"
 #include "loadgen/driver.hpp"
 #include "loadgen/local_transports.hpp"
+#include "loadgen/worker_wire.hpp"
 #include "loadgen/ws_transport.hpp"
 #include "runtime/log.hpp"
 #include "tools/ctl_admin.hpp"
 
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/streambuf.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -29,42 +26,11 @@
 namespace agner::loadgen {
 
 namespace fs = std::filesystem;
-namespace net = boost::asio;
 using namespace std::chrono_literals;
 
+using namespace wire;
+
 namespace {
-
-sim_ns mono_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-std::vector<std::string> split(std::string_view s, char sep) {
-  std::vector<std::string> out;
-  while (!s.empty()) {
-    auto i = s.find(sep);
-    out.emplace_back(s.substr(0, i));
-    if (i == std::string_view::npos)
-      break;
-    s.remove_prefix(i + 1);
-  }
-  return out;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw std::runtime_error(fmt::format("cannot read {}", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, std::string_view bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out)
-    throw std::runtime_error(fmt::format("cannot write {}", path));
-}
 
 uint64_t rss_bytes() {
   std::ifstream in("/proc/self/statm");
@@ -86,150 +52,6 @@ node_target parse_node(const std::string& s) {
   t.port = static_cast<uint16_t>(port);
   return t;
 }
-
-/// The source address of worker w: base + w in the last octet.
-std::string source_of(const std::string& base, uint32_t w) {
-  if (base.empty())
-    return {};
-  auto parts = split(base, '.');
-  if (parts.size() != 4)
-    throw std::runtime_error(fmt::format("source_base '{}' is not an IPv4 address", base));
-  int last = std::atoi(parts[3].c_str()) + static_cast<int>(w);
-  if (last > 254)
-    throw std::runtime_error("too many workers for source_base: the last octet passes 254");
-  return fmt::format("{}.{}.{}.{}", parts[0], parts[1], parts[2], last);
-}
-
-// --- what a worker reports ----------------------------------------------------------------------
-
-/// One progress line of a worker ("P ..."), or the sum of all workers'.
-struct progress {
-  uint64_t ready = 0, opening = 0, sent = 0, stored = 0, delivered = 0, errors = 0, closed = 0, outbox = 0, too_old = 0;
-  bool drained = false;
-  latency_histogram recent;
-
-  std::string line() const {
-    std::string h = fmt::format("P {} {} {} {} {} {} {} {} {} {}", ready, opening, sent, stored, delivered, errors, closed,
-                                outbox, too_old, drained ? 1 : 0);
-    h += ' ';
-    records_codec c;
-    c.put(recent);
-    for (unsigned char ch : c.out)
-      fmt::format_to(std::back_inserter(h), "{:02x}", ch);
-    return h + "\n";
-  }
-  static std::optional<progress> parse(std::string_view l) {
-    std::istringstream in{std::string(l.substr(2))};
-    progress p;
-    int d = 0;
-    std::string hex;
-    if (!(in >> p.ready >> p.opening >> p.sent >> p.stored >> p.delivered >> p.errors >> p.closed >> p.outbox >> p.too_old >> d))
-      return std::nullopt;
-    in >> hex;
-    p.drained = d != 0;
-    std::string bytes;
-    for (size_t i = 0; i + 1 < hex.size(); i += 2)
-      bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    records_codec c;
-    c.in = bytes;
-    try {
-      c.get(p.recent);
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-    return p;
-  }
-  void add(const progress& o) {
-    ready += o.ready, opening += o.opening, sent += o.sent, stored += o.stored, delivered += o.delivered;
-    errors += o.errors, closed += o.closed, outbox += o.outbox, too_old += o.too_old;
-    recent.merge(o.recent);
-  }
-};
-
-progress progress_of(driver& d, sim_ns now, sim_ns quiet) {
-  auto& s = d.stats();
-  progress p{s.ready, s.opening, s.sent, s.stored, s.delivered, s.errors, s.closed, s.outbox, s.resume_too_old,
-             d.drained(now, quiet), s.recent_latency};
-  s.recent_latency = {};
-  return p;
-}
-
-/// What a worker hands back at the end.
-struct worker_result {
-  worker_records records;
-  timeline tl;
-  uint64_t generator_bytes = 0;
-
-  std::string serialize() const {
-    records_codec c;
-    auto r = records.serialize();
-    auto t = tl.serialize();
-    c.u64(r.size());
-    c.out += r;
-    c.u64(t.size());
-    c.out += t;
-    c.u64(generator_bytes);
-    return std::move(c.out);
-  }
-  static worker_result deserialize(std::string_view bytes) {
-    records_codec c;
-    c.in = bytes;
-    worker_result w;
-    auto n = c.get64();
-    c.need(n);
-    w.records = worker_records::deserialize(c.in.substr(0, n));
-    c.in.remove_prefix(n);
-    n = c.get64();
-    c.need(n);
-    w.tl = timeline::deserialize(c.in.substr(0, n));
-    c.in.remove_prefix(n);
-    w.generator_bytes = c.get64();
-    return w;
-  }
-};
-
-/// The setup a parent hands its workers: the directory and the nodes with their secrets.
-struct worker_setup {
-  directory dir;
-  std::vector<node_target> nodes;
-
-  std::string serialize() const {
-    records_codec c;
-    auto d = dir.serialize();
-    c.u64(d.size());
-    c.out += d;
-    c.u64(nodes.size());
-    for (auto& n : nodes) {
-      c.u64(n.port);
-      c.u64(n.host.size());
-      c.out += n.host;
-      c.u64(n.secret.size());
-      c.out += n.secret;
-    }
-    return std::move(c.out);
-  }
-  static worker_setup deserialize(std::string_view bytes) {
-    records_codec c;
-    c.in = bytes;
-    worker_setup s;
-    auto take = [&](uint64_t n) {
-      c.need(n);
-      std::string v(c.in.substr(0, n));
-      c.in.remove_prefix(n);
-      return v;
-    };
-    s.dir = directory::deserialize(take(c.get64()));
-    auto k = c.count();
-    for (uint64_t i = 0; i < k; ++i) {
-      node_target t;
-      t.port = static_cast<uint16_t>(c.get64());
-      t.host = take(c.get64());
-      t.secret = take(c.get64());
-      s.nodes.push_back(std::move(t));
-    }
-    return s;
-  }
-};
 
 // --- the progress line ------------------------------------------------------------------------
 
@@ -732,116 +554,6 @@ run_outcome run(const run_options& opts, const run_hooks& hooks) {
   auto r = o.transport == "inproc" ? run_inproc(o, hooks) : o.transport == "null" ? run_null(o, hooks) : run_ws(o, hooks);
   write_outputs(o, r);
   return r;
-}
-
-// --- the worker process -------------------------------------------------------------------------
-
-bool is_worker_invocation(int argc, char** argv) { return argc > 1 && std::string_view(argv[1]) == "__worker"; }
-
-int worker_main(int argc, char** argv) {
-  ::signal(SIGPIPE, SIG_IGN);
-  run_options o;
-  uint32_t index = 0;
-  int64_t t0 = 0;
-  std::string setup_path, result_path;
-  config_schema s;
-  o.bind(s);
-  s.add("worker.index", &index, "this worker's index", 0, 1000);
-  s.add("worker.t0", &t0, "CLOCK_MONOTONIC ns of the run's start", 0, INT64_MAX);
-  s.add("worker.setup", &setup_path, "the setup file");
-  s.add("worker.result", &result_path, "where to write the records");
-  try {
-    s.load(std::vector<std::string>(argv + 2, argv + argc), [](const std::string&) { return std::nullopt; }, {});
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "agner-loadgen worker: {}\n", e.what());
-    return 2;
-  }
-  auto setup = worker_setup::deserialize(read_file(setup_path));
-  population pop(o.population());
-  schedule sched(pop, index, o.workers);
-  recorder rec;
-  timeline tl;
-  net::io_context io(1);
-  auto now = [t0] { return mono_ns() - t0; };
-  ws_transport_options to;
-  to.source_address = source_of(o.source_base, index);
-  ws_transport t(io, setup.nodes, to, now);
-  driver_options dopt;
-  dopt.body_bytes = o.body_bytes;
-  dopt.heartbeat_ns = int64_t{o.heartbeat_ms} * ns_per_ms;
-  driver d(pop, sched, rec, tl, setup.dir, t, index, o.workers, dopt);
-  t.attach(d);
-  const sim_ns quiet = static_cast<sim_ns>(o.drain_quiet_s * 1e9);
-  uint64_t peak_bytes = 0;
-  bool stopping = false;
-
-  net::steady_timer tick(io);
-  sim_ns next_report = ns_per_s;
-  std::function<void()> on_tick = [&] {
-    if (stopping)
-      return;
-    sim_ns n = now();
-    d.step(n);
-    if (n >= next_report) {
-      auto line = progress_of(d, n, quiet).line();
-      if (::write(STDOUT_FILENO, line.data(), line.size()) < 0) {
-      }
-      next_report = n + ns_per_s;
-      peak_bytes = std::max<uint64_t>(peak_bytes, sched.state_bytes() + sched.pending_read_bytes() + d.memory_bytes() +
-                                                      rec.memory_bytes());
-    }
-    sim_ns wake = std::clamp<sim_ns>(d.next_wake(), n + ns_per_ms, std::min(n + 100 * ns_per_ms, next_report));
-    tick.expires_after(std::chrono::nanoseconds(wake - n));
-    tick.async_wait([&](boost::system::error_code ec) {
-      if (!ec)
-        on_tick();
-    });
-  };
-  auto finish = [&] {
-    if (stopping)
-      return;
-    stopping = true;
-    tick.cancel();
-    d.close_all();
-    // Give the closes a moment to go out, then hand over the records.
-    auto t2 = std::make_shared<net::steady_timer>(io, 500ms);
-    t2->async_wait([&, t2](boost::system::error_code) {
-      worker_result r{rec.take(), std::move(tl), peak_bytes};
-      write_file(result_path, r.serialize());
-      if (::write(STDOUT_FILENO, "D\n", 2) < 0) {
-      }
-      io.stop();
-    });
-  };
-  net::posix::stream_descriptor in(io, ::dup(STDIN_FILENO));
-  net::streambuf cmd;
-  std::function<void()> read_cmd = [&] {
-    net::async_read_until(in, cmd, '\n', [&](boost::system::error_code ec, size_t) {
-      if (ec)
-        return finish(); // the parent is gone
-      std::istream is(&cmd);
-      std::string c;
-      std::getline(is, c);
-      std::istringstream words(c);
-      std::string verb;
-      double fraction = 0;
-      int64_t ms = 0;
-      words >> verb >> fraction >> ms;
-      if (verb == "drain")
-        d.start_drain(now());
-      else if (verb == "stop")
-        return finish();
-      else if (verb == "slow")
-        t.fault_slow_readers(fraction, std::chrono::milliseconds(ms));
-      else if (verb == "midframe")
-        t.fault_mid_frame(fraction);
-      read_cmd();
-    });
-  };
-  read_cmd();
-  on_tick();
-  io.run();
-  return 0;
 }
 
 } // namespace agner::loadgen

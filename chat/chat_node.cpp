@@ -181,15 +181,16 @@ void chat_node::add_admin_routes() {
                              json_error("method", "POST /admin/users?name=NAME or ?prefix=P&count=N[&start=K]"));
       if (auto prefix = query_param(req, "prefix")) {
         auto count = query_param(req, "count");
-        auto n = count ? parse_id(*count) : std::nullopt;
+        // 0 and UINT64_MAX stand for "missing or not a number": both are refused below.
+        uint64_t n = count ? parse_id(*count).value_or(0) : 0;
         auto start_param = query_param(req, "start");
-        auto start = start_param ? parse_id(*start_param) : std::optional<uint64_t>(0);
-        if (prefix->empty() || prefix->size() > 40 || !n || *n < 1 || *n > users_per_request_max || !start || *start > UINT32_MAX)
+        uint64_t start = start_param ? parse_id(*start_param).value_or(UINT64_MAX) : 0;
+        if (prefix->empty() || prefix->size() > 40 || n < 1 || n > users_per_request_max || start > UINT32_MAX)
           return json_response(req, http::status::bad_request,
                                json_error("bad_request", fmt::format("prefix: 1 to 40 bytes; count: 1 to {}; start: a number",
                                                                      users_per_request_max)));
         try {
-          auto ids = core_->create_users(*prefix, static_cast<uint32_t>(*start), static_cast<uint32_t>(*n));
+          auto ids = core_->create_users(*prefix, static_cast<uint32_t>(start), static_cast<uint32_t>(n));
           std::string body = R"({"users":[)";
           for (size_t i = 0; i < ids.size(); ++i)
             fmt::format_to(std::back_inserter(body), "{}\"{}\"", i ? "," : "", ids[i]);

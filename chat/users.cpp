@@ -141,9 +141,7 @@ void user_shard::handle(user_ops::attach& m) {
     // A device the node has never seen: its registration must be durable before it gets a
     // position. Otherwise a crash could forget it, the other devices' acks would prune entries
     // it still needs, and its resume would come back "too old" (found by agner-chaos).
-    make_room_for_device(s);
-    rec.devices[m.device] = {from, wall_ms()};
-    s.dirty = true;
+    remember_device(s, m.device, from);
     auto value = rec.encode();
     cache_->put(m.user, user_key(m.user), value); // the cache never flushes an older copy over it
     store::write_batch b;
@@ -175,9 +173,7 @@ void user_shard::handle(user_ops::registered& m) {
   if (!s.rec.devices.contains(m.a.device)) {
     // Forgotten while its registration was being written (more new devices than devices_max at
     // once): it is connecting now, so it is the most recent; remember it again.
-    make_room_for_device(s);
-    s.rec.devices[m.a.device] = {m.from, wall_ms()};
-    s.dirty = true;
+    remember_device(s, m.a.device, m.from);
   }
   open_session(s, m.a, m.from);
 }
@@ -185,14 +181,7 @@ void user_shard::handle(user_ops::registered& m) {
 void user_shard::open_session(user_state& s, user_ops::attach& m, uint64_t from) {
   auto& rec = s.rec;
   // One device name has one live session: a reconnect replaces the old one.
-  for (auto it = s.sessions.begin(); it != s.sessions.end();) {
-    if (it->device == m.device) {
-      it->sink->close(proto::close_session_replaced, "the same device connected again");
-      it = s.sessions.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  close_sessions_of(s, m.device, "the same device connected again");
   if (s.sessions.size() >= core_.options().users.sessions_max) {
     s.sessions.front().sink->close(proto::close_session_replaced, "too many sessions for this user");
     s.sessions.erase(s.sessions.begin());
@@ -280,6 +269,21 @@ void user_shard::handle(user_ops::ack& m) {
   }
 }
 
+void user_shard::close_sessions_of(user_state& s, const std::string& device, std::string_view why) {
+  std::erase_if(s.sessions, [&](device_session& d) {
+    if (d.device != device)
+      return false;
+    d.sink->close(proto::close_session_replaced, std::string(why));
+    return true;
+  });
+}
+
+void user_shard::remember_device(user_state& s, const std::string& device, uint64_t acked) {
+  make_room_for_device(s);
+  s.rec.devices[device] = {acked, wall_ms()};
+  s.dirty = true;
+}
+
 void user_shard::make_room_for_device(user_state& s) {
   auto& devs = s.rec.devices;
   while (!devs.empty() && devs.size() >= std::max<uint32_t>(core_.options().users.devices_max, 1)) {
@@ -287,13 +291,7 @@ void user_shard::make_room_for_device(user_state& s) {
     auto victim = std::min_element(devs.begin(), devs.end(), [&](auto& a, auto& b) {
       return std::pair(connected(s, a.first), a.second.seen_ms) < std::pair(connected(s, b.first), b.second.seen_ms);
     });
-    for (auto it = s.sessions.begin(); it != s.sessions.end();)
-      if (it->device == victim->first) {
-        it->sink->close(proto::close_session_replaced, "too many devices for this user");
-        it = s.sessions.erase(it);
-      } else {
-        ++it;
-      }
+    close_sessions_of(s, victim->first, "too many devices for this user");
     devs.erase(victim);
     s.dirty = true;
   }

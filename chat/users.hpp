@@ -187,6 +187,10 @@ private:
   void prune(user_state& s);
   /// Before registering one more device: forgets devices until there is room for it.
   void make_room_for_device(user_state& s);
+  /// Registers `device` (making room first), seen now, acknowledged up to `acked`.
+  void remember_device(user_state& s, const std::string& device, uint64_t acked);
+  /// Closes (4011) and drops the sessions of `device`.
+  static void close_sessions_of(user_state& s, const std::string& device, std::string_view why);
   static bool connected(const user_state& s, const std::string& device) {
     return std::any_of(s.sessions.begin(), s.sessions.end(), [&](auto& d) { return d.device == device; });
   }

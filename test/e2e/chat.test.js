@@ -237,3 +237,16 @@ test('health, readiness and metrics answer', async () => {
   const r = await fetch(`http://127.0.0.1:${node.port}/admin/status`);
   assert.equal(r.status, 401);
 });
+
+test('bulk user creation takes a prefix and a count, and refuses a bad count or start', async () => {
+  const ok = await node.admin('POST', '/admin/users?prefix=bulk&count=3&start=7');
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.users.length, 3);
+  const again = await node.admin('POST', '/admin/users?prefix=bulk&count=3&start=7');
+  assert.deepEqual(again.body.users, ok.body.users); // the same names are the same users
+  for (const q of ['count=0', 'count=x', 'count=1000001', 'count=2&start=x', 'count=2&start=4294967296', '']) {
+    const r = await node.admin('POST', `/admin/users?prefix=bulk&${q}`);
+    assert.equal(r.status, 400, q);
+    assert.equal(r.body.error, 'bad_request', q);
+  }
+});

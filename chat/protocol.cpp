@@ -148,55 +148,133 @@ std::variant<client_frame, decode_error> decode(std::string_view text) {
 
 namespace {
 
-std::string quoted(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  log::append_json_escaped(out, s);
-  out += '"';
-  return out;
-}
+// Builds one server frame with a single allocation: the frames sent per message (stored,
+// deliver) are on the hot path, and a runtime-parsed format string plus a temporary per quoted
+// field cost more than the JSON itself.
+class frame_builder {
+public:
+  explicit frame_builder(size_t reserve) { out_.reserve(reserve); }
+  frame_builder& raw(std::string_view s) {
+    out_ += s;
+    return *this;
+  }
+  frame_builder& number(uint64_t v) {
+    fmt::format_int f(v);
+    out_.append(f.data(), f.size());
+    return *this;
+  }
+  /// A 64-bit id or counter as a decimal string (JSON numbers lose precision above 2^53).
+  frame_builder& id(uint64_t v) { return raw("\"").number(v).raw("\""); }
+  frame_builder& string(std::string_view s) {
+    out_ += '"';
+    log::append_json_escaped(out_, s);
+    out_ += '"';
+    return *this;
+  }
+  /// `,"ref":"..."`, or nothing for a frame that answers no request.
+  frame_builder& ref(std::string_view r) { return r.empty() ? *this : raw(",\"ref\":").string(r); }
+  std::string take() { return std::move(out_); }
 
-std::string ref_field(std::string_view ref) { return ref.empty() ? std::string() : fmt::format(",\"ref\":{}", quoted(ref)); }
+private:
+  std::string out_;
+};
 
 } // namespace
 
 std::string encode_hello(uint32_t heartbeat_ms, std::string_view node) {
-  return fmt::format(R"({{"op":"hello","version":{},"heartbeat_ms":{},"node":{}}})", version, heartbeat_ms, quoted(node));
+  return frame_builder(64 + node.size())
+    .raw(R"({"op":"hello","version":)")
+    .number(version)
+    .raw(R"(,"heartbeat_ms":)")
+    .number(heartbeat_ms)
+    .raw(R"(,"node":)")
+    .string(node)
+    .raw("}")
+    .take();
 }
 
 std::string encode_ready(std::string_view ref, user_id user, std::string_view device, uint64_t last_inbox_seq,
                          uint64_t resume_from) {
-  return fmt::format(R"({{"op":"ready"{},"user":"{}","device":{},"inbox_seq":"{}","resume_from":"{}"}})", ref_field(ref), user,
-                     quoted(device), last_inbox_seq, resume_from);
+  return frame_builder(128 + ref.size() + device.size())
+    .raw(R"({"op":"ready")")
+    .ref(ref)
+    .raw(R"(,"user":)")
+    .id(user)
+    .raw(R"(,"device":)")
+    .string(device)
+    .raw(R"(,"inbox_seq":)")
+    .id(last_inbox_seq)
+    .raw(R"(,"resume_from":)")
+    .id(resume_from)
+    .raw("}")
+    .take();
 }
 
-std::string encode_heartbeat_ack(std::string_view ref) { return fmt::format(R"({{"op":"heartbeat_ack"{}}})", ref_field(ref)); }
+std::string encode_heartbeat_ack(std::string_view ref) {
+  return frame_builder(32 + ref.size()).raw(R"({"op":"heartbeat_ack")").ref(ref).raw("}").take();
+}
 
 std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t seq, message_id id, std::string_view nonce) {
-  return fmt::format(R"({{"op":"stored"{},"conversation":"{}","seq":"{}","id":"{}","nonce":{}}})", ref_field(ref), conv, seq,
-                     id, quoted(nonce));
+  return frame_builder(112 + ref.size() + nonce.size())
+    .raw(R"({"op":"stored")")
+    .ref(ref)
+    .raw(R"(,"conversation":)")
+    .id(conv)
+    .raw(R"(,"seq":)")
+    .id(seq)
+    .raw(R"(,"id":)")
+    .id(id)
+    .raw(R"(,"nonce":)")
+    .string(nonce)
+    .raw("}")
+    .take();
 }
 
 std::string encode_deliver(const delivered_message& m) {
-  return fmt::format(R"({{"op":"deliver","inbox_seq":"{}","conversation":"{}","seq":"{}","id":"{}","from":"{}","nonce":{},"body":{}}})",
-                     m.inbox_seq, m.conversation, m.seq, m.id, m.from, quoted(m.nonce), quoted(m.body));
+  return frame_builder(160 + m.nonce.size() + m.body.size())
+    .raw(R"({"op":"deliver","inbox_seq":)")
+    .id(m.inbox_seq)
+    .raw(R"(,"conversation":)")
+    .id(m.conversation)
+    .raw(R"(,"seq":)")
+    .id(m.seq)
+    .raw(R"(,"id":)")
+    .id(m.id)
+    .raw(R"(,"from":)")
+    .id(m.from)
+    .raw(R"(,"nonce":)")
+    .string(m.nonce)
+    .raw(R"(,"body":)")
+    .string(m.body)
+    .raw("}")
+    .take();
 }
 
 std::string encode_history(std::string_view ref, conversation_id conv, const std::vector<history_entry>& entries, bool more) {
-  std::string out = fmt::format(R"({{"op":"history"{},"conversation":"{}","more":{},"messages":[)", ref_field(ref), conv,
-                                more ? "true" : "false");
+  size_t bytes = 64 + ref.size();
+  for (auto& e : entries)
+    bytes += 80 + e.body.size();
+  frame_builder f(bytes);
+  f.raw(R"({"op":"history")").ref(ref).raw(R"(,"conversation":)").id(conv);
+  f.raw(more ? R"(,"more":true,"messages":[)" : R"(,"more":false,"messages":[)");
   for (size_t i = 0; i < entries.size(); ++i) {
     auto& e = entries[i];
-    fmt::format_to(std::back_inserter(out), R"({}{{"seq":"{}","id":"{}","from":"{}","body":{}}})", i ? "," : "", e.seq, e.id,
-                   e.from, quoted(e.body));
+    f.raw(i ? R"(,{"seq":)" : R"({"seq":)").id(e.seq).raw(R"(,"id":)").id(e.id).raw(R"(,"from":)").id(e.from);
+    f.raw(R"(,"body":)").string(e.body).raw("}");
   }
-  out += "]}";
-  return out;
+  return f.raw("]}").take();
 }
 
 std::string encode_error(std::string_view ref, error_code code, std::string_view message) {
-  return fmt::format(R"({{"op":"error"{},"code":"{}","message":{}}})", ref_field(ref), to_string(code), quoted(message));
+  return frame_builder(48 + ref.size() + message.size())
+    .raw(R"({"op":"error")")
+    .ref(ref)
+    .raw(R"(,"code":")")
+    .raw(to_string(code))
+    .raw(R"(","message":)")
+    .string(message)
+    .raw("}")
+    .take();
 }
 
 } // namespace agner::chat::proto

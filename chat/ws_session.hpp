@@ -64,6 +64,27 @@ struct gateway::io_shard {
 
   static constexpr auto retry_after = 5ms;
 
+  /// Buffers between writes. A busy connection takes one per write and gives it back when the
+  /// write completes, instead of a malloc and a free per write; an idle connection holds none.
+  std::vector<std::string> spare;
+  static constexpr size_t spare_max = 64, spare_bytes_max = 64 * 1024;
+
+  std::string take_buffer() {
+    if (spare.empty())
+      return {};
+    auto b = std::move(spare.back());
+    spare.pop_back();
+    return b;
+  }
+  /// Leaves `b` empty and without capacity.
+  void give_buffer(std::string& b) {
+    if (b.capacity() > 15 && b.capacity() <= spare_bytes_max && spare.size() < spare_max) {
+      b.clear();
+      spare.push_back(std::move(b));
+    }
+    std::string().swap(b);
+  }
+
   void pause(std::shared_ptr<session_base> s) {
     paused.push_back(std::move(s));
     if (!retry.armed())
@@ -216,6 +237,8 @@ public:
     }
     if (!out_.empty())
       out_ += '\n';
+    else if (out_.capacity() < frame.size())
+      out_ = shard_.take_buffer();
     out_ += frame;
     ++out_frames_;
   }
@@ -545,6 +568,8 @@ private:
     // would keep per connection.
     std::string_view control(ctrl_);
     std::string_view pongs = close_queued_ && !close_sent_ ? control.substr(0, close_at_) : control;
+    if (wbuf_.empty())
+      wbuf_ = shard_.take_buffer();
     wbuf_ += pongs;
     if (!out_.empty()) {
       if (deflate_ && out_.size() >= deflate_min_bytes) {
@@ -575,11 +600,11 @@ private:
       return;
     if (ec || refused_)
       return abort();
-    // An idle connection keeps no buffers: these are small, and freeing them costs less than the
-    // bytes they would hold for hours.
-    std::string().swap(wbuf_);
+    // An idle connection keeps no buffers: they go back to the I/O thread's spares, for the next
+    // write of any connection on it.
+    shard_.give_buffer(wbuf_);
     if (out_.empty())
-      std::string().swap(out_);
+      shard_.give_buffer(out_);
     if (close_sent_) {
       if (peer_closed_)
         return abort(); // both close frames exchanged

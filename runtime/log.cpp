@@ -29,20 +29,24 @@ level current_level() noexcept { return g_level.load(std::memory_order_relaxed);
 void set_json(bool json) noexcept { g_json.store(json ? 1 : 0); }
 
 void append_json_escaped(std::string& out, std::string_view s) {
-  for (unsigned char c : s) {
+  // Runs of characters that need no escape are appended whole: chat bodies are mostly such runs.
+  size_t run = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\')
+      continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20)
-          fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
-        else
-          out += static_cast<char>(c);
+      default: fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
     }
   }
+  out.append(s.data() + run, s.size() - run);
 }
 
 void write(level l, std::string_view component, std::string_view msg) {

@@ -106,8 +106,41 @@ TEST_CASE("server frames are valid JSON with ids as strings and escaped text") {
   auto h = check(encode_history("2", 77, {{1, 10, 9, "a"}, {2, 11, 8, "b"}}, true));
   CHECK(h.at("messages").as_array().size() == 2);
   CHECK(h.at("more").as_bool());
-  check(encode_hello(30000, "node-1"));
-  check(encode_ready("1", 9, "phone", 0, 0));
-  check(encode_stored("3", 77, 4, 99, "n"));
-  check(encode_heartbeat_ack("4"));
+  CHECK(check(encode_history("2", 77, {}, false)).at("messages").as_array().empty());
+  auto hello = check(encode_hello(30000, "node-1"));
+  CHECK(hello.at("version").as_int64() == version);
+  CHECK(hello.at("heartbeat_ms").as_int64() == 30000);
+  CHECK(hello.at("node").as_string() == "node-1");
+  auto ready = check(encode_ready("1", 9, "phone", 18446744073709551615ULL, 7));
+  CHECK(ready.at("ref").as_string() == "1");
+  CHECK(ready.at("user").as_string() == "9");
+  CHECK(ready.at("device").as_string() == "phone");
+  CHECK(ready.at("inbox_seq").as_string() == "18446744073709551615");
+  CHECK(ready.at("resume_from").as_string() == "7");
+  auto stored = check(encode_stored("3", 77, 4, 99, "n"));
+  CHECK(stored.at("op").as_string() == "stored");
+  CHECK(stored.at("ref").as_string() == "3");
+  CHECK(stored.at("conversation").as_string() == "77");
+  CHECK(stored.at("seq").as_string() == "4");
+  CHECK(stored.at("id").as_string() == "99");
+  CHECK(stored.at("nonce").as_string() == "n");
+  auto ack = check(encode_heartbeat_ack("4"));
+  CHECK(ack.size() == 2);
+  CHECK(ack.at("ref").as_string() == "4");
+}
+
+TEST_CASE("every string survives the server's JSON escaping") {
+  // Control characters, quotes and backslashes at the start, middle and end, around runs that
+  // need no escape, and multi-byte UTF-8.
+  std::string all_controls;
+  for (char c = 0; c < 0x20; ++c)
+    all_controls += c;
+  for (std::string body : {std::string(), std::string("\""), std::string("\\"), std::string("plain"), all_controls,
+                           std::string("\x01" "a\x1f" "b\"c\\d\te\rf\ng"), std::string("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x99\x82"),
+                           std::string("ends with a quote\""), std::string("\x7f del is not escaped")}) {
+    auto s = encode_deliver({1, 2, 3, 4, 5, body, body});
+    auto v = boost::json::parse(s).as_object();
+    CHECK(v.at("body").as_string() == body);
+    CHECK(v.at("nonce").as_string() == body);
+  }
 }

@@ -63,6 +63,13 @@ void conversation_shard::on_idle(timer&, void* state) {
   if (!s.in_flight.empty() || !s.queued.empty())
     return s.shard->touch(s); // still writing: look again later
   s.shard->core_.evicted().inc();
+  if (s.chain_broken) {
+    // Nothing of the chain is in flight: an empty batch restarts it, so the store forgets it
+    // now rather than when (if ever) the conversation sends again.
+    store::write_batch restart;
+    restart.chain(s.id, true);
+    s.shard->core_.store().submit(std::move(restart), [](const store::commit_result&) {});
+  }
   s.shard->convs_.erase(s.id); // destroys s and its timer: allowed from the timer's own callback
 }
 
@@ -128,7 +135,8 @@ void conversation_shard::maybe_submit(conversation_id c, conv_state& s) {
       (!s.in_flight.empty() && s.in_flight.front().doomed))
     return;
   store::write_batch wb;
-  wb.chain(c, s.in_flight.empty()); // restarting is safe with nothing of the chain in flight
+  bool restart = s.in_flight.empty(); // safe with nothing of the chain in flight
+  wb.chain(c, restart);
   auto msgs = std::make_shared<std::vector<std::shared_ptr<durable_message>>>();
   msgs->reserve(s.queued.size());
   for (auto& o : s.queued) {
@@ -147,6 +155,8 @@ void conversation_shard::maybe_submit(conversation_id c, conv_state& s) {
     s.next_seq = b.msgs.front().seq;
     refuse(s, b);
     s.in_flight.pop_back();
+  } else if (restart) {
+    s.chain_broken = false;
   }
 }
 
@@ -185,6 +195,7 @@ void conversation_shard::handle(conv_ops::committed& m) {
     // (so seq stays dense), tell every sender of it and of the later batches to retry, and give
     // the queued messages behind them new seqs.
     log::warn("conversations", "append to {} failed: {}", m.conversation, store::to_string(m.status));
+    s.chain_broken = true;
     if (!b.msgs.empty())
       s.next_seq = b.msgs.front().seq;
     for (auto& later : s.in_flight) {

@@ -116,6 +116,9 @@ private:
     std::deque<uint64_t> nonce_order; ///< for the dedup window
     std::deque<batch> in_flight;    ///< at the store, oldest first (completions come in this order)
     std::vector<outgoing> queued;   ///< waiting for the next batch
+    /// A batch failed and no batch has restarted the chain since: the store remembers the chain
+    /// until one does (see on_idle).
+    bool chain_broken = false;
   };
 
   void handle(conv_ops::send& m);

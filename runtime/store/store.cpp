@@ -93,7 +93,8 @@ node_store::node_store(store_options options, metrics::registry& m, store_hooks 
     commit_writes_(m.make_histogram("agner_store_commit_writes", "Writes per group commit")),
     index_slice_ns_(m.make_histogram("agner_store_index_slice_commit_seconds", "Time to commit one slice of the on-disk index", {}, 1e-9)),
     queue_bytes_gauge_(m.make_gauge("agner_store_queue_bytes", "Bytes submitted and not yet taken by the writer")),
-    index_pending_(m.make_gauge("agner_store_index_pending", "Appends durable in the log but not yet in the on-disk index")) {
+    index_pending_(m.make_gauge("agner_store_index_pending", "Appends durable in the log but not yet in the on-disk index")),
+    broken_chains_gauge_(m.make_gauge("agner_store_broken_chains", "Chains whose batches fail unwritten until one restarts the chain")) {
   if (!hooks_.on_fatal)
     hooks_.on_fatal = [](const std::string& reason) {
       log::critical("store", "fatal storage error: {}; stopping the process so that nothing is acknowledged after it",
@@ -304,9 +305,10 @@ void node_store::run_group(std::vector<queued>& group) {
   for (auto& q : group) {
     // A chain that broke stays broken until a batch restarts it; its later batches fail unwritten.
     if (auto c = q.batch.chain_id()) {
-      if (q.batch.chain_restart())
-        broken_chains_.erase(c);
-      else if (broken_chains_.contains(c)) {
+      if (q.batch.chain_restart()) {
+        if (broken_chains_.erase(c))
+          broken_chains_gauge_.set(static_cast<int64_t>(broken_chains_.size()));
+      } else if (broken_chains_.contains(c)) {
         complete(q, {write_status::chain_broken, 0, q.batch.appends()});
         continue;
       }
@@ -318,8 +320,8 @@ void node_store::run_group(std::vector<queued>& group) {
 }
 
 void node_store::complete(queued& q, const commit_result& r) {
-  if (r.status != write_status::durable && q.batch.chain_id())
-    broken_chains_.insert(q.batch.chain_id());
+  if (r.status != write_status::durable && q.batch.chain_id() && broken_chains_.insert(q.batch.chain_id()).second)
+    broken_chains_gauge_.set(static_cast<int64_t>(broken_chains_.size()));
   if (q.done)
     q.done(r);
 }

@@ -195,6 +195,7 @@ private:
   metrics::histogram& index_slice_ns_;
   metrics::gauge& queue_bytes_gauge_;
   metrics::gauge& index_pending_;
+  metrics::gauge& broken_chains_gauge_;
 
   std::thread writer_;
 };

@@ -280,6 +280,32 @@ TEST_CASE("a failed append fails the conversation's later batches in flight too,
     CHECK(page[i].seq == i + 1);
 }
 
+TEST_CASE("a conversation whose append failed restarts its chain when it leaves memory") {
+  // The store remembers a broken chain until a batch restarts it. A conversation that never
+  // sends again would pin it forever; leaving memory restarts it with an empty batch.
+  store::test::gated_failure gate;
+  fixture f({}, std::chrono::milliseconds(50), gate.hooks());
+  auto& broken = f.nd->metrics().make_gauge("agner_store_broken_chains", "");
+  auto ta = f.token_for("alice");
+  f.token_for("bob");
+  client a(f);
+  a.send(R"({"op":"identify","ref":"1","token":")" + ta + R"("})");
+  a.next_op("ready");
+  gate.arm(ENOSPC);
+  a.send(R"({"op":"send","ref":"s1","to":"2","nonce":"n1","body":"one"})");
+  REQUIRE(gate.wait_inside());
+  gate.release();
+  CHECK(a.next_op("error")["code"].as_string() == "unavailable");
+  CHECK(broken.value() == 1);
+  for (int i = 0; i < 300 && (f.core->evicted().value() == 0 || broken.value() != 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(f.core->evicted().value() == 1);
+  CHECK(broken.value() == 0);
+  // Back in memory, the conversation goes on from seq 1: nothing was written.
+  a.send(R"({"op":"send","ref":"s2","to":"2","nonce":"n1","body":"one"})");
+  CHECK(a.next_op("stored")["seq"].as_string() == "1");
+}
+
 namespace {
 // Identifies `c` as device `device` of the user holding `token`; returns the ready frame.
 json::object identify(client& c, const std::string& token, std::string_view device, std::string_view extra = "") {

@@ -243,9 +243,12 @@ TEST_CASE("a chain whose batch failed fails its later batches until one restarts
   CHECK(r[4].status == write_status::chain_broken);
   CHECK(r[1].first_position == 0);
   CHECK(r[3].first_position == r[2].first_position + 2); // the refused batches took no positions
+  auto& broken = m.make_gauge("agner_store_broken_chains", "");
+  CHECK(broken.value() == 1);
   // The producer rolled its seq back to 3 and restarts the chain: stream 7 stays dense.
   auto again = commit_now(s, chained(7, 3, 2, true));
   CHECK(again.status == write_status::durable);
+  CHECK(broken.value() == 0);
   CHECK(commit_now(s, chained(7, 5, 1, false)).status == write_status::durable);
   auto page = s.history_after(7, 0, 100);
   REQUIRE(page.size() == 5);

@@ -37,6 +37,9 @@ void chat_node_options::bind(config_schema& s) {
   s.add("chat.conversation_shards", &chat.conversation_shards, "conversation service shards", 1, 4096);
   s.add("chat.checkpoint_interval_ms", &chat.checkpoint_interval, "user state checkpoint period (bounds replay after a crash)",
         100, 3'600'000);
+  s.add("chat.checkpoint_slice_users", &chat.checkpoint_slice_users,
+        "users a checkpoint walks per 200 ms tick at least (it also walks enough to finish within half the period)", 1,
+        100'000'000);
   s.add("gateway.heartbeat_ms", &gateway.heartbeat_ms, "heartbeat interval announced to clients", 1000, 600'000);
   s.add("gateway.identify_timeout_ms", &gateway.identify_timeout_ms, "deadline from connect to identify", 100, 600'000);
   s.add("gateway.write_stall_ms", &gateway.write_stall_ms, "a write stalled this long closes the connection", 100, 600'000);

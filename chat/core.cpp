@@ -18,6 +18,8 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
       sent_(reg.make_counter("agner_chat_messages_stored_total", "Messages durable in the log")),
       delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")),
       evicted_(reg.make_counter("agner_chat_conversations_evicted_total", "Idle conversations dropped from memory (they reload when used)")),
+      checkpoints_(reg.make_counter("agner_chat_user_checkpoints_total", "User shard checkpoints written (the replay after a crash starts at the latest)")),
+      checkpoint_walk_(reg.make_gauge("agner_chat_user_checkpoint_walk_users", "Users still to walk in the user checkpoints in progress")),
       send_to_stored_(reg.make_histogram("agner_chat_send_to_stored_seconds", "From a send reaching the chat core to its stored reply (durable)", {}, 1e-9)),
       send_to_deliver_(reg.make_histogram("agner_chat_send_to_deliver_seconds", "From a send reaching the chat core to the push of its delivery to a connected recipient", {}, 1e-9)) {
   // User checkpoints are per shard: a data directory written with another shard count would map
@@ -53,10 +55,10 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
 
 chat_core::~chat_core() { stop(); }
 
-void chat_core::stop() {
+void chat_core::stop(bool final_checkpoint) {
   if (convs_)
     convs_->stop();
-  if (users_) {
+  if (users_ && final_checkpoint) {
     // A last checkpoint, so a restart replays nothing and devices resume from their acks.
     std::vector<std::future<void>> done;
     for (uint32_t i = 0; i < opts_.user_shards; ++i) {
@@ -67,9 +69,19 @@ void chat_core::stop() {
     for (auto& f : done)
       if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
         log::warn("users", "a shard did not finish its final checkpoint in time");
-    users_->stop();
-    users_.reset();
   }
+  if (users_)
+    users_->stop();
+  if (users_ || convs_) {
+    // Completions of writes still at the store cast into the services: let them run (into the
+    // stopped services, which drop them) before the services go away. The writer completes in
+    // submission order, so an empty batch's completion comes after all of theirs.
+    auto drained = std::make_shared<std::promise<void>>();
+    if (store_.submit(store::write_batch{}, [drained](const store::commit_result&) { drained->set_value(); }) &&
+        drained->get_future().wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+      log::warn("chat", "the store did not complete its queued writes in time");
+  }
+  users_.reset();
   convs_.reset();
 }
 

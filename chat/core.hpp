@@ -31,6 +31,10 @@ struct chat_options {
   std::chrono::milliseconds checkpoint_interval{10'000};
   /// Period of the user shards' housekeeping tick.
   std::chrono::milliseconds tick_interval{200};
+  /// A checkpoint walks its shard's users a slice per tick: at least this many users per tick,
+  /// and enough to finish within half the interval. One slice's dirty users go to the store as
+  /// one flush, so a checkpoint never holds the shard or the writer for the whole shard at once.
+  uint32_t checkpoint_slice_users = 4096;
   /// History reads that wait longer than this in a read lane are answered `unavailable`.
   std::chrono::milliseconds history_timeout{5'000};
   user_limits users;
@@ -76,8 +80,11 @@ public:
   std::optional<std::string> user_name(user_id u) const;
   bool user_exists(user_id u) const;
 
-  /// Stops both services (their shards flush nothing more). The store stays open.
-  void stop();
+  /// Stops both services after a final checkpoint of every user shard (a restart then replays
+  /// nothing). `final_checkpoint` false stops without it, as a crash would (tests). Either way it
+  /// returns once the store has run every completion addressed to the services. The store stays
+  /// open.
+  void stop(bool final_checkpoint = true);
 
   // ---- for the shards ----
   const chat_options& options() const noexcept { return opts_; }
@@ -91,6 +98,9 @@ public:
   service<conversation_shard>& conversations() noexcept { return *convs_; }
   /// Counts conversations evicted from memory after idle_evict (any thread).
   metrics::counter& evicted() noexcept { return evicted_; }
+  /// User checkpoints: completed ones, and the users still to walk in the ones in progress.
+  metrics::counter& checkpoints() noexcept { return checkpoints_; }
+  metrics::gauge& checkpoint_walk() noexcept { return checkpoint_walk_; }
   /// Latency inside the node, from the gateway handing over a send: to its `stored` reply, and to
   /// the push of its delivery to a connected recipient (any thread).
   metrics::histogram& send_to_stored() noexcept { return send_to_stored_; }
@@ -113,6 +123,8 @@ private:
   metrics::counter& sent_;
   metrics::counter& delivered_;
   metrics::counter& evicted_;
+  metrics::counter& checkpoints_;
+  metrics::gauge& checkpoint_walk_;
   metrics::histogram& send_to_stored_;
   metrics::histogram& send_to_deliver_;
 };

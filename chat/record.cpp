@@ -154,4 +154,17 @@ user_record user_record::decode(std::string_view bytes) {
 
 std::string user_key(user_id u) { return fmt::format("u/{}", u); }
 
+uint64_t user_key_order(user_id u) noexcept {
+  // Bytes compare digit by digit, and a prefix first ("u/1" < "u/10" < "u/9"): the digits
+  // left-aligned in 10 places (zero-filled), then the count of digits.
+  static_assert(user_id_max < 10'000'000'000ULL, "user ids have at most 10 digits");
+  unsigned digits = 1;
+  for (uint64_t v = u; v >= 10; v /= 10)
+    ++digits;
+  uint64_t aligned = u;
+  for (unsigned d = digits; d < 10; ++d)
+    aligned *= 10;
+  return aligned << 4 | digits;
+}
+
 } // namespace agner::chat

@@ -63,5 +63,8 @@ struct user_record {
 
 /// Derived-state keys. Keep them short: they are written often.
 std::string user_key(user_id u);
+/// Sorts like user_key(u) does as bytes (decimal digits: "u/10" before "u/9"), without building
+/// it. For ids up to user_id_max.
+uint64_t user_key_order(user_id u) noexcept;
 
 } // namespace agner::chat

@@ -28,7 +28,7 @@ user_shard::user_shard(shard_context<view>& ctx, chat_core& core) : ctx_(ctx), c
               st.seconds);
 }
 
-user_shard::~user_shard() = default;
+user_shard::~user_shard() { end_walk(); }
 
 std::string user_shard::domain() const { return fmt::format("users/{}", ctx_.index()); }
 
@@ -321,30 +321,85 @@ void user_shard::prune(user_state& s) {
   }
 }
 
-store::flush_ticket user_shard::checkpoint() {
-  // One walk: write dirty users to the cache, and forget the ones nobody is connected as (their
-  // record is in the cache now). Forgetting rides on the checkpoint's walk rather than a walk of
-  // its own every tick, which cost a full pass over a million users five times a second.
+bool user_shard::checkpoint_user(std::unordered_map<user_id, user_state>::iterator& it, std::vector<std::string>* keys) {
+  auto& [u, s] = *it;
   bool wrote = false;
-  for (auto it = users_.begin(); it != users_.end();) {
-    auto& [u, s] = *it;
-    if (s.dirty) {
-      cache_->put(u, user_key(u), s.rec.encode());
-      s.dirty = false;
-      wrote = true;
-    }
-    if (s.sessions.empty())
-      it = users_.erase(it);
-    else
-      ++it;
+  if (s.dirty) {
+    auto key = user_key(u);
+    cache_->put(u, key, s.rec.encode());
+    if (keys)
+      keys->push_back(std::move(key));
+    s.dirty = false;
+    wrote = true;
   }
-  store::flush_ticket t = 0;
+  // Forgetting rides on the checkpoint's walk rather than a walk of its own every tick, which
+  // cost a full pass over a million users five times a second. The record is in the cache now.
+  if (s.sessions.empty())
+    it = users_.erase(it);
+  else
+    ++it;
+  return wrote;
+}
+
+void user_shard::checkpoint() {
+  end_walk();
+  bool wrote = false;
+  for (auto it = users_.begin(); it != users_.end();)
+    wrote |= checkpoint_user(it, nullptr);
   if (applied_max_ > checkpointed_ || wrote) {
-    t = cache_->flush_all(store::checkpoint_mark{domain(), applied_max_});
+    cache_->flush_all(store::checkpoint_mark{domain(), applied_max_});
     checkpointed_ = applied_max_;
+    core_.checkpoints().inc();
   }
   last_checkpoint_ = core_.time().now();
-  return t;
+}
+
+void user_shard::begin_checkpoint() {
+  end_walk();
+  walk_mark_ = applied_max_;
+  walk_wrote_ = false;
+  walk_.reserve(users_.size());
+  for (auto& [u, s] : users_)
+    walk_.emplace_back(user_key_order(u), u);
+  // In the order of their keys on disk, so that each slice's writes share B-tree pages: slices
+  // of scattered users would dirty about one page per user, several times the pages of the same
+  // users written at once.
+  std::sort(walk_.begin(), walk_.end());
+  const auto& o = core_.options();
+  auto ticks = std::max<int64_t>(1, (o.checkpoint_interval / 2) / std::max(o.tick_interval, std::chrono::milliseconds(1)));
+  walk_step_ = std::max<size_t>({1, o.checkpoint_slice_users, (walk_.size() + ticks - 1) / static_cast<size_t>(ticks)});
+  core_.checkpoint_walk().add(static_cast<int64_t>(walk_.size()));
+  last_checkpoint_ = core_.time().now();
+  checkpoint_slice();
+}
+
+void user_shard::checkpoint_slice() {
+  size_t start = walk_at_, end = std::min(walk_.size(), walk_at_ + walk_step_);
+  std::vector<std::string> keys;
+  for (; walk_at_ < end; ++walk_at_)
+    if (auto it = users_.find(walk_[walk_at_].second); it != users_.end())
+      walk_wrote_ |= checkpoint_user(it, &keys);
+  core_.checkpoint_walk().add(-static_cast<int64_t>(end - start));
+  if (walk_at_ < walk_.size()) {
+    cache_->flush_keys(keys);
+    return;
+  }
+  if (walk_mark_ > checkpointed_ || walk_wrote_) {
+    // The mark goes with the last slice, the flushes still in flight (written again) and the
+    // writes the store refused (their users are clean in memory: nothing else would write them).
+    // Dirty keys the walk did not put, devices registered meanwhile and already on disk, wait for
+    // the next walk.
+    cache_->flush_keys(keys, store::checkpoint_mark{domain(), walk_mark_});
+    checkpointed_ = walk_mark_;
+    core_.checkpoints().inc();
+  }
+  end_walk();
+}
+
+void user_shard::end_walk() {
+  core_.checkpoint_walk().add(-static_cast<int64_t>(walk_.size() - walk_at_));
+  std::vector<std::pair<uint64_t, user_id>>().swap(walk_);
+  walk_at_ = 0;
 }
 
 void user_shard::handle(user_ops::final_checkpoint& m) {
@@ -369,8 +424,10 @@ void user_shard::handle(user_ops::tick&) {
   if (final_)
     return;
   auto now = core_.time().now();
-  if (now - last_checkpoint_ >= core_.options().checkpoint_interval)
-    checkpoint();
+  if (!walk_.empty())
+    checkpoint_slice();
+  else if (now - last_checkpoint_ >= core_.options().checkpoint_interval)
+    begin_checkpoint();
   else
     cache_->flush();
   core_.users().cast_later(ctx_.index(), core_.options().tick_interval, user_ops::tick{});

@@ -195,9 +195,20 @@ private:
     return std::any_of(s.sessions.begin(), s.sessions.end(), [&](auto& d) { return d.device == device; });
   }
   std::string deliver_frame(const user_state& s, const inbox_entry& e);
-  /// Writes dirty users to the cache and flushes everything with a checkpoint mark; returns
-  /// the flush's ticket (0 if there was nothing to write).
-  store::flush_ticket checkpoint();
+  /// Writes every dirty user to the cache and flushes everything with a checkpoint mark, in one
+  /// turn (the final checkpoint); a walk in progress is folded into it.
+  void checkpoint();
+  /// Starts an incremental checkpoint: notes the mark (every position applied so far) and the
+  /// users to walk, then walks the first slice.
+  void begin_checkpoint();
+  /// Walks the next slice: writes its dirty users to the cache and flushes them, and forgets the
+  /// users nobody is connected as. After the last slice, flushes the rest with the mark.
+  void checkpoint_slice();
+  /// One user of a walk: to the cache if dirty (its key added to `keys` if given); forgotten if
+  /// not connected. True if written. Advances `it`.
+  bool checkpoint_user(std::unordered_map<user_id, user_state>::iterator& it, std::vector<std::string>* keys);
+  /// Drops the walk in progress (its users stay dirty or are already written).
+  void end_walk();
   /// Resolves the final-checkpoint waiters once no flush is in flight.
   void settle_final_waiters();
 
@@ -207,7 +218,17 @@ private:
   std::unordered_map<user_id, user_state> users_;
   uint64_t applied_max_ = 0;        ///< highest log position folded into this shard
   uint64_t checkpointed_ = 0;       ///< applied_max_ at the last checkpoint
-  time_point last_checkpoint_{};
+  time_point last_checkpoint_{};    ///< when the last checkpoint began
+  /// The incremental checkpoint in progress: the users to walk (those in memory when it began),
+  /// how far it got, and its mark. The mark is written only after the whole walk: every user
+  /// dirty at the start is then on its way to disk with a state covering the mark, and replay
+  /// from the mark is idempotent per user (applied_through), so users written later than others
+  /// are fine.
+  std::vector<std::pair<uint64_t, user_id>> walk_; ///< (user_key_order, user), sorted
+  size_t walk_at_ = 0;
+  size_t walk_step_ = 0;
+  uint64_t walk_mark_ = 0;
+  bool walk_wrote_ = false;
   std::vector<std::shared_ptr<std::promise<void>>> final_waiters_; ///< set once no flush is in flight
   bool final_ = false;              ///< the final checkpoint was taken: write nothing more
 };

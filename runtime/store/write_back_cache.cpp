@@ -265,14 +265,43 @@ flush_ticket write_back_cache::submit(write_batch&& b, std::vector<flushed_write
   return t;
 }
 
-flush_ticket write_back_cache::flush() {
+void write_back_cache::add_due(write_batch& b, std::vector<flushed_write>& writes) {
   auto now = clock_.now();
   auto window = store_.options().flush_window_ms;
-  write_batch b;
-  std::vector<flushed_write> writes;
   while (dirty_head_ && dirty_head_->dirty_since + window <= now)
     add_write(b, *dirty_head_, writes);
+}
+
+flush_ticket write_back_cache::flush() {
+  write_batch b;
+  std::vector<flushed_write> writes;
+  add_due(b, writes);
   if (writes.empty())
+    return 0;
+  return submit(std::move(b), std::move(writes));
+}
+
+void write_back_cache::rewrite_in_flight(write_batch& b, std::vector<flushed_write>& writes) {
+  // If their earlier flush fails, a checkpoint must not claim state that is not on disk.
+  for (const auto& [ticket, ws] : in_flight_)
+    for (const auto& w : ws)
+      if (auto it = map_.find(w.key); it != map_.end() && !it->second.dirty && it->second.flushing_version == w.version)
+        add_write(b, it->second, writes);
+}
+
+flush_ticket write_back_cache::flush_keys(const std::vector<std::string>& keys, std::optional<checkpoint_mark> cp) {
+  write_batch b;
+  std::vector<flushed_write> writes;
+  if (cp) {
+    rewrite_in_flight(b, writes);
+    add_due(b, writes); // refused writes are due at once (requeue_dirty)
+  }
+  for (auto& k : keys)
+    if (auto it = map_.find(k); it != map_.end() && it->second.dirty)
+      add_write(b, it->second, writes);
+  if (cp)
+    b.checkpoint(cp->domain, cp->covered);
+  if (b.empty())
     return 0;
   return submit(std::move(b), std::move(writes));
 }
@@ -280,12 +309,7 @@ flush_ticket write_back_cache::flush() {
 flush_ticket write_back_cache::flush_all(std::optional<checkpoint_mark> cp) {
   write_batch b;
   std::vector<flushed_write> writes;
-  // In-flight entries are written again: if their earlier flush fails, this checkpoint must not
-  // claim state that is not on disk.
-  for (const auto& [ticket, ws] : in_flight_)
-    for (const auto& w : ws)
-      if (auto it = map_.find(w.key); it != map_.end() && !it->second.dirty && it->second.flushing_version == w.version)
-        add_write(b, it->second, writes);
+  rewrite_in_flight(b, writes);
   while (dirty_head_)
     add_write(b, *dirty_head_, writes);
   if (cp)

@@ -77,6 +77,12 @@ public:
 
   /// Hands every dirty entry older than the flush window to the store; 0 if there was none.
   flush_ticket flush();
+  /// Hands these keys to the store now if they are dirty (one slice of an incremental checkpoint,
+  /// whose keys are close together on disk); 0 if there was nothing to write. With `cp` (the last
+  /// slice), also every in-flight entry again, every due entry (writes the store refused are due
+  /// at once) and the mark: the mark then holds for every key the caller put before it and
+  /// handed to a flush; other dirty keys stay for later.
+  flush_ticket flush_keys(const std::vector<std::string>& keys, std::optional<checkpoint_mark> cp = std::nullopt);
   /// Hands every dirty (and every in-flight) entry to the store, with `cp` in the same transaction
   /// if given: when it is durable, the checkpoint is true.
   flush_ticket flush_all(std::optional<checkpoint_mark> cp = std::nullopt);
@@ -129,6 +135,10 @@ private:
   using entry_map = std::unordered_map<std::string, entry, string_hash, std::equal_to<>>;
 
   entry& set(uint64_t owner, std::string_view key, std::string_view value, bool fresh);
+  /// Adds every in-flight entry (its latest version) to `b` again.
+  void rewrite_in_flight(write_batch& b, std::vector<flushed_write>& writes);
+  /// Adds every entry dirty for the flush window or longer.
+  void add_due(write_batch& b, std::vector<flushed_write>& writes);
   void charge(entry& e);
   void account_add(entry& e);
   void account_remove(entry& e);

@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <random>
+
 using namespace agner::chat;
 
 TEST_CASE("a user record round-trips, with its devices and when each was last seen") {
@@ -23,6 +25,22 @@ TEST_CASE("a user record round-trips, with its devices and when each was last se
   REQUIRE(back.pending.size() == 2);
   CHECK(back.pending[1].log_position == 1'000'000);
   CHECK(back.pending[1].conversation == ((uint64_t{1} << 62) | 7));
+}
+
+TEST_CASE("user_key_order sorts ids as their keys sort on disk") {
+  std::vector<user_id> ids{1, 2, 9, 10, 11, 19, 20, 99, 100, 101, 109, 110, 999, 1000, 1'000'000, 999'999, 2'147'483'647,
+                           1'000'000'000, 999'999'999, 5, 50, 500, 5'000'001};
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 500; ++i)
+    ids.push_back(rng() % (user_id_max + 1));
+  std::vector<std::pair<std::string, uint64_t>> keyed;
+  for (auto u : ids)
+    keyed.emplace_back(user_key(u), user_key_order(u));
+  int wrong = 0;
+  for (auto& a : keyed)
+    for (auto& b : keyed)
+      wrong += (a.first < b.first) != (a.second < b.second);
+  CHECK(wrong == 0);
 }
 
 TEST_CASE("a user record of format 1 (no seen time per device) still decodes") {

@@ -178,11 +178,11 @@ TEST_CASE("a crash in the middle of a checkpoint walk loses no inbox entry and d
 }
 
 TEST_CASE("a checkpoint flush that failed is written again before a later mark claims it") {
-  // A slice's flush fails; its users are clean in memory and dirty only in the cache. The next
-  // walk does not visit them as dirty, so its end must write everything dirty, or its mark would
-  // cover inbox entries that are on disk nowhere.
-  // Walks of ~10 users per shard at one per 50 ms tick, every 2 s: the walk that writes wave 1
-  // is still to come, or under way, when the failure is armed.
+  // A slice's flush fails; its users are clean in memory and dirty only in the cache. No walk
+  // visits them as dirty again, so the cache must write them before a later mark, or that mark
+  // would cover inbox entries that are on disk nowhere. Walks of ~10 users per shard at one per
+  // 50 ms tick, every 2 s: the walk that writes wave 1 is still to come, or under way, when the
+  // failure is armed.
   store::test::gated_failure gate;
   fixture f(
     [](chat_options& o) {

@@ -67,6 +67,16 @@ private:
   std::deque<std::pair<flush_ticket, write_status>> q_;
 };
 
+/// Store hooks under which the first commit fails for lack of space.
+struct refuse_first_commit {
+  std::atomic<int> pending{1};
+  store_hooks hooks() {
+    store_hooks h;
+    h.before_commit = [this] { return pending.exchange(0) ? ENOSPC : 0; };
+    return h;
+  }
+};
+
 uint64_t commits_of(metrics::registry& m) { return m.make_counter("agner_store_commits_total", "").value(); }
 
 std::string inbox_key(uint64_t user, uint64_t inbox_seq) { return fmt::format("inbox/{}/{:08}", user, inbox_seq); }
@@ -251,10 +261,8 @@ TEST_CASE("a flush refused for lack of space keeps its entries dirty and a later
   temp_dir dir;
   metrics::registry m;
   virtual_clock clk;
-  std::atomic<int> fail_next{1};
-  store_hooks hooks;
-  hooks.before_commit = [&] { return fail_next.exchange(0) ? ENOSPC : 0; };
-  node_store s(test_options(dir.path()), m, hooks);
+  refuse_first_commit refuse;
+  node_store s(test_options(dir.path()), m, refuse.hooks());
   flush_pump pump;
   write_back_cache c(s, clk, m, "0", pump.notify());
   c.insert(1, "inbox/1/1", "m");
@@ -292,10 +300,8 @@ TEST_CASE("the last slice's flush writes what the store refused before, then the
   temp_dir dir;
   metrics::registry m;
   virtual_clock clk;
-  std::atomic<int> fail_next{1};
-  store_hooks hooks;
-  hooks.before_commit = [&] { return fail_next.exchange(0) ? ENOSPC : 0; };
-  node_store s(test_options(dir.path()), m, hooks);
+  refuse_first_commit refuse;
+  node_store s(test_options(dir.path()), m, refuse.hooks());
   flush_pump pump;
   write_back_cache c(s, clk, m, "0", pump.notify());
   c.put(1, "u/1", "first slice");

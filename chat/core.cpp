@@ -18,7 +18,7 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
       sent_(reg.make_counter("agner_chat_messages_stored_total", "Messages durable in the log")),
       delivered_(reg.make_counter("agner_chat_fanout_total", "Deliveries handed to recipients' owners")),
       evicted_(reg.make_counter("agner_chat_conversations_evicted_total", "Idle conversations dropped from memory (they reload when used)")),
-      checkpoints_(reg.make_counter("agner_chat_user_checkpoints_total", "User shard checkpoints written (the replay after a crash starts at the latest)")),
+      checkpoints_(reg.make_counter("agner_chat_user_checkpoints_total", "User shard checkpoint marks handed to the store (a crash replays the log from a shard's latest durable one)")),
       checkpoint_walk_(reg.make_gauge("agner_chat_user_checkpoint_walk_users", "Users still to walk in the user checkpoints in progress")),
       send_to_stored_(reg.make_histogram("agner_chat_send_to_stored_seconds", "From a send reaching the chat core to its stored reply (durable)", {}, 1e-9)),
       send_to_deliver_(reg.make_histogram("agner_chat_send_to_deliver_seconds", "From a send reaching the chat core to the push of its delivery to a connected recipient", {}, 1e-9)) {

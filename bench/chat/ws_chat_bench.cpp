@@ -48,7 +48,9 @@
 #include <unistd.h>
 #include <vector>
 
-// beast, websocket, net, tcp and clk come with the load client's namespace.
+// net, tcp and clk come with the load client's namespace.
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
 namespace fs = std::filesystem;
 namespace metrics = agner::metrics;
 namespace bench = agner::bench;

@@ -89,6 +89,7 @@ node_store::node_store(store_options options, metrics::registry& m, store_hooks 
     map_full_errors_(m.make_counter("agner_store_commit_errors_total", "Failed commits by cause", "kind=\"map_full\"")),
     no_space_errors_(m.make_counter("agner_store_commit_errors_total", "Failed commits by cause", "kind=\"no_space\"")),
     fatal_errors_(m.make_counter("agner_store_commit_errors_total", "Failed commits by cause", "kind=\"fatal\"")),
+    queue_wait_ns_(m.make_histogram("agner_store_queue_wait_seconds", "Time a write batch waits in the writer's queue before its group commit begins", {}, 1e-9)),
     commit_ns_(m.make_histogram("agner_store_commit_seconds", "Time from transaction begin to durable commit", {}, 1e-9)),
     commit_writes_(m.make_histogram("agner_store_commit_writes", "Writes per group commit")),
     index_slice_ns_(m.make_histogram("agner_store_index_slice_commit_seconds", "Time to commit one slice of the on-disk index", {}, 1e-9)),
@@ -176,6 +177,7 @@ void node_store::rebuild_pending_index() {
 }
 
 bool node_store::submit(write_batch&& batch, completion done) {
+  auto at = std::chrono::steady_clock::now();
   {
     std::lock_guard lk(mu_);
     if (stopping_ || failed_.load(std::memory_order_acquire))
@@ -185,7 +187,7 @@ bool node_store::submit(write_batch&& batch, completion done) {
       return false;
     queued_bytes_ += batch.bytes();
     queue_bytes_gauge_.set(static_cast<int64_t>(queued_bytes_));
-    queue_.push_back(queued{std::move(batch), std::move(done), {}});
+    queue_.push_back(queued{std::move(batch), std::move(done), {}, at});
   }
   cv_.notify_one();
   return true;
@@ -270,6 +272,11 @@ void node_store::writer_loop() {
       queue_.erase(queue_.begin(), queue_.begin() + n);
       queued_bytes_ -= bytes;
       queue_bytes_gauge_.set(static_cast<int64_t>(queued_bytes_));
+    }
+    if (!group.empty() && !group.front().control) {
+      auto now = clk::now();
+      for (const auto& q : group)
+        queue_wait_ns_.observe(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - q.submitted).count()));
     }
     if (!group.empty())
       run_group(group);

@@ -135,6 +135,7 @@ private:
     write_batch batch;
     completion done;
     std::function<void()> control; // grow_map and flush_index run between commits
+    std::chrono::steady_clock::time_point submitted{};
   };
   struct dbs {
     unsigned meta = 0, log = 0, index = 0, state = 0;
@@ -190,6 +191,7 @@ private:
   metrics::counter& map_full_errors_;
   metrics::counter& no_space_errors_;
   metrics::counter& fatal_errors_;
+  metrics::histogram& queue_wait_ns_;
   metrics::histogram& commit_ns_;
   metrics::histogram& commit_writes_;
   metrics::histogram& index_slice_ns_;

@@ -411,21 +411,10 @@ size_t frame_reader::parse_impl(char* data, size_t n, sink on, void* ctx) {
     bool fin = b0 & 0x80;
     uint8_t rsv = (b0 >> 4) & 0x7;
     auto op = static_cast<opcode>(b0 & 0x0F);
-    uint64_t len = b1 & 0x7F;
-    size_t head = 2;
-    if (len == 126) {
-      if (n - pos < 4)
-        break;
-      len = (uint64_t{static_cast<uint8_t>(data[pos + 2])} << 8) | static_cast<uint8_t>(data[pos + 3]);
-      head = 4;
-    } else if (len == 127) {
-      if (n - pos < 10)
-        break;
-      len = 0;
-      for (int i = 0; i < 8; ++i)
-        len = (len << 8) | static_cast<uint8_t>(data[pos + 2 + i]);
-      head = 10;
-    }
+    uint64_t len = 0;
+    size_t head = decode_payload_length(data + pos, n - pos, len);
+    if (head == 0)
+      break;
     // Everything a header alone decides is checked before waiting for the payload, so a bad or
     // oversized frame is refused without buffering it.
     if (!(b1 & 0x80))

@@ -48,6 +48,22 @@ struct upgrade_answer {
 upgrade_answer answer_upgrade(const upgrade_request& r, std::string_view subprotocol, bool allow_deflate,
                               std::string_view server_name);
 
+/// Decodes the payload length of the frame starting at `p` (`avail` bytes there, at least 2):
+/// the 7-bit form, or the 16- or 64-bit extended one. Returns the header's size up to the mask
+/// key (2, 4 or 10 bytes), or 0 if the extended length has not fully arrived.
+inline size_t decode_payload_length(const char* p, size_t avail, uint64_t& len) noexcept {
+  len = static_cast<uint8_t>(p[1]) & 0x7F;
+  if (len < 126)
+    return 2;
+  size_t head = len == 126 ? 4 : 10;
+  if (avail < head)
+    return 0;
+  len = 0;
+  for (size_t i = 2; i < head; ++i)
+    len = (len << 8) | static_cast<uint8_t>(p[i]);
+  return head;
+}
+
 /// The bytes of one server frame header (FIN set, unmasked): 2, 4 or 10 bytes.
 struct frame_header {
   char bytes[10];

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "bench/chat/peer_process.hpp"
+#include "chat/websocket.hpp"
 #include "runtime/metrics.hpp"
 
 #include <boost/asio/connect.hpp>
@@ -267,25 +268,14 @@ inline bool conn::parse() {
     auto b0 = static_cast<uint8_t>(rbuf[at]), b1 = static_cast<uint8_t>(rbuf[at + 1]);
     bool fin = b0 & 0x80;
     uint8_t op = b0 & 0x0F;
-    uint64_t len = b1 & 0x7F;
-    size_t head = 2;
     if (b1 & 0x80) { // a server must not mask
       fail("read", net::error::invalid_argument);
       return false;
     }
-    if (len == 126) {
-      if (rlen - at < 4)
-        break;
-      len = (static_cast<uint64_t>(static_cast<uint8_t>(rbuf[at + 2])) << 8) | static_cast<uint8_t>(rbuf[at + 3]);
-      head = 4;
-    } else if (len == 127) {
-      if (rlen - at < 10)
-        break;
-      len = 0;
-      for (int i = 0; i < 8; ++i)
-        len = (len << 8) | static_cast<uint8_t>(rbuf[at + 2 + i]);
-      head = 10;
-    }
+    uint64_t len = 0;
+    size_t head = chat::ws::decode_payload_length(rbuf.data() + at, rlen - at, len);
+    if (head == 0)
+      break;
     if (rlen - at < head + len)
       break;
     std::string_view payload(rbuf.data() + at + head, len);

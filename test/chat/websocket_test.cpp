@@ -163,6 +163,23 @@ TEST_CASE("server frame headers use the shortest length form") {
   CHECK(close.size() == 2 + 125);
 }
 
+TEST_CASE("payload lengths decode in all three forms, and an incomplete extended length asks for more") {
+  uint64_t len = 0;
+  CHECK(ws::decode_payload_length("\x81\x7d", 2, len) == 2);
+  CHECK(len == 125);
+  const char l16[] = {'\x81', '\x7e', '\x01', '\x2c'};
+  CHECK(ws::decode_payload_length(l16, 3, len) == 0);
+  CHECK(ws::decode_payload_length(l16, 4, len) == 4);
+  CHECK(len == 300);
+  const char l64[] = {'\x82', '\x7f', 0, 0, 0, '\x01', 0, 0, 0, '\x05'};
+  CHECK(ws::decode_payload_length(l64, 9, len) == 0);
+  CHECK(ws::decode_payload_length(l64, 10, len) == 10);
+  CHECK(len == (uint64_t{1} << 32) + 5);
+  // The mask bit is not part of the length.
+  CHECK(ws::decode_payload_length("\x81\x85", 2, len) == 2);
+  CHECK(len == 5);
+}
+
 TEST_CASE("frames split at every byte boundary give the same messages, control frames between fragments") {
   std::string big(300, 'b');
   std::string bytes = client_frame(opcode::text, "{\"op\":\"heartbeat\"}") +

@@ -115,7 +115,8 @@ void write_outputs(const run_options& o, run_outcome& r) {
   write_file(o.out_dir + "/timeline.csv", r.tl.csv());
   auto gp = o.out_dir + "/timeline.gp";
   write_file(gp, timeline::gnuplot_script(o.out_dir + "/timeline.csv", o.out_dir + "/timeline.png",
-                                          fmt::format("agner-loadgen {} {} phones {} seed {}", o.transport, o.phones, o.preset, o.seed)));
+                                          fmt::format("agner-loadgen {} {} phones {} seed {}", o.transport, o.phones, o.preset, o.seed),
+                                          r.tl.any_delivery()));
   if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
     if (std::system(fmt::format("gnuplot '{}' 2>/dev/null", gp).c_str()) != 0)
       log::warn("loadgen", "gnuplot failed; the data is in {}/timeline.csv", o.out_dir);

@@ -76,7 +76,28 @@ std::string timeline::csv() const {
   return out;
 }
 
-std::string timeline::gnuplot_script(std::string_view csv_path, std::string_view png_path, std::string_view title) {
+bool timeline::any_delivery() const noexcept {
+  for (const auto& b : s_)
+    if (b.delivered > 0)
+      return true;
+  return false;
+}
+
+std::string timeline::gnuplot_script(std::string_view csv_path, std::string_view png_path, std::string_view title,
+                                     bool any_latency) {
+  // gnuplot stops at a plot with no defined point, so a run without deliveries (a capacity run
+  // that only holds connections) gets an empty latency panel that says why.
+  std::string latency = any_latency ? fmt::format(R"(set logscale y
+plot '{0}' using 1:($7>0?$7:1/0) every ::1 with lines title 'p50', \
+     '{0}' using 1:($8>0?$8:1/0) every ::1 with lines title 'p99', \
+     '{0}' using 1:($9>0?$9:1/0) every ::1 with lines title 'p999'
+)",
+                                                  csv_path)
+                                    : fmt::format(R"(set yrange [0:1]
+set label 1 'no deliveries in this run: no latency to plot' at graph 0.5,0.5 center
+plot '{0}' using 1:(0) every ::1 with lines notitle
+)",
+                                                  csv_path);
   return fmt::format(R"(set terminal pngcairo size 1200,800 noenhanced
 set output '{1}'
 set datafile separator ','
@@ -96,13 +117,9 @@ set xlabel 'seconds'
 set ylabel 'send to delivered (ms)'
 unset y2label
 unset y2tics
-set logscale y
-plot '{0}' using 1:($7>0?$7:1/0) every ::1 with lines title 'p50', \
-     '{0}' using 1:($8>0?$8:1/0) every ::1 with lines title 'p99', \
-     '{0}' using 1:($9>0?$9:1/0) every ::1 with lines title 'p999'
-unset multiplot
+{3}unset multiplot
 )",
-                     csv_path, png_path, title);
+                     csv_path, png_path, title, latency);
 }
 
 } // namespace agner::loadgen

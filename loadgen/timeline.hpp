@@ -36,8 +36,12 @@ public:
 
   /// One line per second: t,sent,stored,delivered,errors,connected,p50_ms,p99_ms,p999_ms.
   std::string csv() const;
-  /// A gnuplot script that plots `csv_path` into `png_path` (throughput above, latency below).
-  static std::string gnuplot_script(std::string_view csv_path, std::string_view png_path, std::string_view title);
+  /// A gnuplot script that plots `csv_path` into `png_path` (throughput above, latency below;
+  /// `any_latency` false when no second has a delivery, and then the latency panel says so).
+  static std::string gnuplot_script(std::string_view csv_path, std::string_view png_path, std::string_view title,
+                                    bool any_latency);
+  /// Whether any second recorded a delivery (and so a latency).
+  bool any_delivery() const noexcept;
 
   bool operator==(const timeline&) const = default;
 

@@ -8,6 +8,10 @@
 
 #include <boost/json/parse.hpp>
 #include <doctest/doctest.h>
+#include <unistd.h>
+#include <fmt/format.h>
+#include <fstream>
+#include <filesystem>
 
 using namespace agner::loadgen;
 
@@ -169,6 +173,34 @@ TEST_CASE("a timeline survives serialization and merges by adding") {
   CHECK(csv.starts_with("t_s,sent,stored,delivered,errors,connected,p50_ms,p99_ms,p999_ms\n0,4,"));
   CHECK_THROWS(timeline::deserialize("garbage"));
   CHECK_THROWS(timeline::deserialize(a.serialize().substr(0, 20)));
+}
+
+TEST_CASE("the timeline's gnuplot script draws a run with deliveries and one without") {
+  namespace fs = std::filesystem;
+  auto dir = fs::temp_directory_path() / fmt::format("agner-timeline-{}", ::getpid());
+  fs::create_directories(dir);
+  timeline with, without;
+  for (int t = 0; t < 5; ++t) {
+    with.at(t * ns_per_s).sent = 10;
+    with.at(t * ns_per_s).delivered = 10;
+    with.at(t * ns_per_s).latency.observe(2'000'000);
+    without.at(t * ns_per_s).connected = 1000; // a capacity run: connections, no messages
+  }
+  CHECK(with.any_delivery());
+  CHECK_FALSE(without.any_delivery());
+  for (auto* tl : {&with, &without}) {
+    auto name = tl == &with ? std::string("with") : std::string("without");
+    auto csv = (dir / (name + ".csv")).string(), png = (dir / (name + ".png")).string(), gp = (dir / (name + ".gp")).string();
+    std::ofstream(csv) << tl->csv();
+    std::ofstream(gp) << timeline::gnuplot_script(csv, png, name, tl->any_delivery());
+    // gnuplot-nox is in deps/debian.txt; without the guard on an empty latency panel the run
+    // without deliveries stopped with "all points y value undefined".
+    INFO(name);
+    CHECK(std::system(fmt::format("gnuplot '{}' 2>/dev/null", gp).c_str()) == 0);
+    CHECK(fs::exists(png));
+    CHECK(fs::file_size(png) > 1000);
+  }
+  fs::remove_all(dir);
 }
 
 TEST_CASE("a directory maps phones to users and back, and survives serialization") {

@@ -275,6 +275,43 @@ void append_close(std::string& out, uint16_t code, std::string_view reason) {
   append_frame(out, opcode::close, std::string_view(payload, 2 + reason.size()));
 }
 
+// -- the client side -----------------------------------------------------------------------------
+
+void append_client_frame(std::string& out, opcode op, std::string_view payload, uint32_t mask_key) {
+  char h[14];
+  auto sh = make_header(op, payload.size());
+  std::memcpy(h, sh.bytes, sh.size);
+  h[1] = static_cast<char>(h[1] | 0x80); // masked
+  char mask[4];
+  std::memcpy(mask, &mask_key, 4);
+  std::memcpy(h + sh.size, mask, 4);
+  size_t head = sh.size + 4;
+  size_t at = out.size();
+  out.resize(at + head + payload.size());
+  std::memcpy(out.data() + at, h, head);
+  char* p = out.data() + at + head;
+  for (size_t i = 0; i < payload.size(); ++i)
+    p[i] = static_cast<char>(payload[i] ^ mask[i & 3]);
+}
+
+std::string client_upgrade_request(std::string_view host, std::string_view path, std::string_view subprotocol) {
+  return fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+                     path, host, subprotocol.empty() ? std::string() : fmt::format("Sec-WebSocket-Protocol: {}\r\n", subprotocol));
+}
+
+unsigned response_status(std::string_view head) noexcept {
+  if (head.size() < 12 || head.substr(0, 9) != "HTTP/1.1 ")
+    return 0;
+  unsigned code = 0;
+  for (size_t i = 9; i < 12; ++i) {
+    if (head[i] < '0' || head[i] > '9')
+      return 0;
+    code = code * 10 + static_cast<unsigned>(head[i] - '0');
+  }
+  return code;
+}
+
 // -- permessage-deflate --------------------------------------------------------------------------
 
 struct deflate_codec::state {

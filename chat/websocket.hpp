@@ -77,6 +77,55 @@ void append_frame(std::string& out, opcode op, std::string_view payload, bool co
 /// Appends a close frame; `code` 1005 means "no code" (an empty payload). The reason is cut to fit.
 void append_close(std::string& out, uint16_t code, std::string_view reason);
 
+// The client side, for agner's own clients (the load generator's WebSocket transport and the
+// benchmark's load client): masked frames, the upgrade request, and a reader of server frames.
+
+/// Appends one whole client frame (FIN set), its payload masked with `mask_key` (RFC 6455 5.3).
+void append_client_frame(std::string& out, opcode op, std::string_view payload, uint32_t mask_key);
+
+/// A client's upgrade request for `path` on `host` (with a fixed key: agner's clients check only
+/// the 101); offers `subprotocol` unless it is empty.
+std::string client_upgrade_request(std::string_view host, std::string_view path, std::string_view subprotocol);
+
+/// The status code of an HTTP/1.1 response head; 0 if it does not start like one.
+unsigned response_status(std::string_view head) noexcept;
+
+/// One frame from a server, as a client reads it.
+struct server_frame {
+  opcode op;
+  bool fin;
+  std::string_view payload;
+};
+
+/// Returned by parse_server_frames for a frame no server may send.
+inline constexpr size_t bad_server_frame = static_cast<size_t>(-1);
+
+/// Calls `on(const server_frame&)` for each whole frame in [data, data + n), until `on` returns
+/// false. Returns the bytes of the frames handed on (the caller keeps the rest for later), or
+/// `bad_server_frame` if a frame is masked or longer than `max`.
+template <class F>
+size_t parse_server_frames(const char* data, size_t n, uint64_t max, F&& on) {
+  size_t at = 0;
+  while (n - at >= 2) {
+    if (static_cast<uint8_t>(data[at + 1]) & 0x80)
+      return bad_server_frame;
+    uint64_t len = 0;
+    size_t head = decode_payload_length(data + at, n - at, len);
+    if (head == 0)
+      break;
+    if (len > max)
+      return bad_server_frame;
+    if (n - at - head < len)
+      break;
+    auto b0 = static_cast<uint8_t>(data[at]);
+    server_frame f{static_cast<opcode>(b0 & 0x0F), (b0 & 0x80) != 0, std::string_view(data + at + head, len)};
+    at += head + len;
+    if (!on(f))
+      break;
+  }
+  return at;
+}
+
 /// permessage-deflate with no context takeover: every message is compressed and decompressed on
 /// its own, so one codec per thread serves every connection of that thread, and its memory
 /// (zlib's window and tables, a few hundred KiB) is per thread, not per connection.

@@ -1,6 +1,7 @@
 #include "loadgen/ws_transport.hpp"
 
 #include "chat/protocol.hpp"
+#include "chat/websocket.hpp"
 #include "runtime/hash.hpp"
 #include "runtime/log.hpp"
 
@@ -8,11 +9,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/core/error.hpp>
 #include <fmt/format.h>
-
-#include <deque>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -21,7 +19,6 @@ namespace agner::loadgen {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 namespace {
@@ -36,50 +33,43 @@ std::string quoted(std::string_view s) {
 }
 } // namespace
 
-/// One device's WebSocket connection. Lives while an operation is pending on it.
+/// One device's WebSocket connection. Lives while an operation is pending on it. An idle one holds
+/// a socket and a few empty strings: reads wait for readiness and then read into the transport's
+/// scratch buffer, so no read buffer is kept per connection (what Beast's stream did cost ~10 KB).
 class ws_transport::connection : public std::enable_shared_from_this<connection> {
 public:
-  connection(ws_transport& t, uint32_t slot) : t_(t), slot_(slot), ws_(t.io_) {}
+  connection(ws_transport& t, uint32_t slot) : t_(t), slot_(slot), sock_(t.io_) {}
 
   void start(const node_target& n, std::string identify) {
     identify_ = std::move(identify);
-    host_ = fmt::format("{}:{}", n.host, n.port);
     beast::error_code ec;
     auto addr = net::ip::make_address(n.host, ec);
     if (ec)
       return fail();
-    auto& sock = ws_.next_layer();
-    sock.open(addr.is_v4() ? tcp::v4() : tcp::v6(), ec);
+    sock_.open(addr.is_v4() ? tcp::v4() : tcp::v6(), ec);
     if (!ec && !t_.o_.source_address.empty()) {
-      sock.set_option(tcp::socket::reuse_address(true), ec);
+      sock_.set_option(tcp::socket::reuse_address(true), ec);
 #ifdef IP_BIND_ADDRESS_NO_PORT
       // Choose the port at connect(), per destination, rather than at bind(), which needs a port
       // unused by any socket on the address: past ~14k connections per address that search made
       // each connect slower. Best effort: without it bind() still works.
       int on = 1;
-      ::setsockopt(sock.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
+      ::setsockopt(sock_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
 #endif
-      sock.bind(tcp::endpoint(net::ip::make_address(t_.o_.source_address), 0), ec);
+      sock_.bind(tcp::endpoint(net::ip::make_address(t_.o_.source_address), 0), ec);
     }
     if (ec)
       return fail();
-    websocket::stream_base::timeout to{};
-    to.handshake_timeout = t_.o_.handshake_timeout;
-    to.idle_timeout = websocket::stream_base::none();
-    to.keep_alive_pings = false;
-    ws_.set_option(to);
-    ws_.read_message_max(t_.o_.message_bytes_max);
-    ws_.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
-      req.set(beast::http::field::sec_websocket_protocol, chat::proto::ws_subprotocol);
-    }));
-    // The handshake timeout covers the WebSocket upgrade; bound the TCP connect with it too.
-    sock.async_connect(tcp::endpoint(addr, n.port), [self = shared_from_this()](beast::error_code ec) { self->on_connect(ec); });
+    // The TCP connect and the upgrade together must finish within the handshake timeout.
+    arm_deadline();
+    sock_.async_connect(tcp::endpoint(addr, n.port), [self = shared_from_this(), host = fmt::format("{}:{}", n.host, n.port)](
+                                                         beast::error_code ec) { self->on_connect(ec, host); });
   }
 
-  void write(std::string frame) {
-    if (done_)
+  void write(std::string_view text, chat::ws::opcode op = chat::ws::opcode::text) {
+    if (done_ || closing_)
       return;
-    queue_.push_back(std::move(frame));
+    chat::ws::append_client_frame(out_, op, text, t_.next_mask());
     if (!writing_ && open_)
       do_write();
   }
@@ -104,92 +94,183 @@ public:
     if (done_ || !open_ || writing_)
       return;
     auto raw = std::make_shared<std::string>();
-    std::string payload = R"({"op":"heartbeat","ref":"cut-mid-frame"})";
-    raw->push_back(static_cast<char>(0x81));                          // FIN, text
-    raw->push_back(static_cast<char>(0x80 | payload.size()));         // masked, length < 126
-    const char mask[4] = {0x11, 0x22, 0x33, 0x44};
-    raw->append(mask, 4);
-    for (size_t i = 0; i < payload.size() / 2; ++i)
-      raw->push_back(static_cast<char>(payload[i] ^ mask[i % 4]));
+    chat::ws::append_client_frame(*raw, chat::ws::opcode::text, R"({"op":"heartbeat","ref":"cut-mid-frame"})", t_.next_mask());
+    raw->resize(raw->size() - 20); // the header and the first half of the payload
     writing_ = true;
-    net::async_write(ws_.next_layer(), net::buffer(*raw), [self = shared_from_this(), raw](beast::error_code, size_t) {
+    net::async_write(sock_, net::buffer(*raw), [self = shared_from_this(), raw](beast::error_code, size_t) {
       self->writing_ = false;
       self->fail();
     });
   }
 
+  /// The closing handshake: a close frame, then the server's close (or its end of the
+  /// connection), within the handshake timeout.
   void close() {
     if (done_ || closing_)
       return;
-    closing_ = true;
     if (!open_) {
+      closing_ = true;
       beast::error_code ec;
-      ws_.next_layer().close(ec); // mid-connect: the pending operation fails and finishes us
+      sock_.close(ec); // mid-connect: the pending operation fails and finishes us
       return;
     }
+    std::string payload{"\x03\xe8", 2}; // 1000, normal closure
+    chat::ws::append_client_frame(out_, chat::ws::opcode::close, payload, t_.next_mask());
+    closing_ = true;
+    arm_deadline();
     if (!writing_)
-      send_close();
+      do_write();
   }
 
 private:
-  void on_connect(beast::error_code ec) {
-    if (ec || closing_)
-      return fail();
-    ws_.next_layer().set_option(tcp::no_delay(true), ec);
-    ws_.async_handshake(host_, chat::proto::ws_path, [self = shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
+  void arm_deadline() {
+    deadline_ = std::make_shared<net::steady_timer>(t_.io_, t_.o_.handshake_timeout);
+    deadline_->async_wait([self = shared_from_this(), d = deadline_](beast::error_code ec) {
+      if (!ec && self->deadline_ == d)
+        self->fail();
+    });
   }
 
-  void on_handshake(beast::error_code ec) {
+  void disarm_deadline() {
+    if (deadline_) {
+      deadline_->cancel();
+      deadline_.reset();
+    }
+  }
+
+  void on_connect(beast::error_code ec, const std::string& host) {
     if (ec || closing_)
       return fail();
-    open_ = true;
-    ws_.text(true);
-    queue_.push_front(std::move(identify_));
-    do_write();
+    sock_.set_option(tcp::no_delay(true), ec);
+    sock_.non_blocking(true, ec);
+    if (ec)
+      return fail();
+    // Frames the driver writes before the upgrade is answered wait in out_, behind the identify.
+    sending_ = chat::ws::client_upgrade_request(host, chat::proto::ws_path, chat::proto::ws_subprotocol);
+    writing_ = true;
+    net::async_write(sock_, net::buffer(sending_), [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
     do_read();
   }
 
-  void do_read() {
-    ws_.async_read(buf_, [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+  /// The upgrade's answer arrived whole in `partial_`: 101, or the connection ends.
+  bool on_upgrade_answer() {
+    auto end = partial_.find("\r\n\r\n");
+    if (end == std::string::npos)
+      return partial_.size() < 16 * 1024 || (fail(), false);
+    if (chat::ws::response_status(partial_) != 101) {
+      fail();
+      return false;
+    }
+    partial_.erase(0, end + 4); // frames that came with the answer stay
+    open_ = true;
+    disarm_deadline();
+    std::string frames;
+    chat::ws::append_client_frame(frames, chat::ws::opcode::text, identify_, t_.next_mask());
+    frames += out_;
+    out_.swap(frames);
+    std::string().swap(identify_);
+    if (!writing_)
+      do_write();
+    return true;
   }
 
-  void on_read(beast::error_code ec) {
+  void do_read() {
+    if (done_)
+      return;
+    if (stalled_) {
+      read_wanted_ = true;
+      return;
+    }
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) { self->on_readable(ec); });
+  }
+
+  void on_readable(beast::error_code ec) {
+    if (done_)
+      return;
     if (ec)
       return fail();
-    if (stalled_)
-      read_wanted_ = true; // handle this message now, read the next after the stall
-    auto data = buf_.cdata();
-    if (t_.d_)
-      t_.d_->on_frame(slot_, std::string_view(static_cast<const char*>(data.data()), data.size()), t_.now_());
-    buf_.consume(buf_.size());
-    if (buf_.capacity() > 64 * 1024)
-      buf_.shrink_to_fit();
-    if (!done_ && !stalled_)
-      do_read();
+    auto& scratch = t_.scratch_;
+    size_t n = sock_.read_some(net::buffer(scratch), ec);
+    if (ec == net::error::would_block || ec == net::error::try_again)
+      return do_read();
+    if (ec)
+      return fail(); // the node closed or the connection broke
+    if (!open_) {
+      partial_.append(scratch.data(), n);
+      if (!on_upgrade_answer() || done_)
+        return;
+      if (!consume(partial_.data(), partial_.size(), true))
+        return;
+      return do_read();
+    }
+    if (!partial_.empty()) {
+      partial_.append(scratch.data(), n);
+      if (!consume(partial_.data(), partial_.size(), true))
+        return;
+    } else if (!consume(scratch.data(), n, false)) {
+      return;
+    }
+    do_read();
   }
 
+  /// Hands every whole frame in [data, data + n) to the driver and keeps the rest in `partial_`.
+  /// False once the connection is over.
+  bool consume(const char* data, size_t n, bool from_partial) {
+    using chat::ws::opcode;
+    size_t used = chat::ws::parse_server_frames(data, n, t_.o_.message_bytes_max, [&](const chat::ws::server_frame& f) {
+      if (f.op == opcode::ping) {
+        write(f.payload, opcode::pong);
+      } else if (f.op == opcode::close) {
+        fail(); // the node ends the connection (draining, a slow reader, a protocol error)
+      } else if (f.op == opcode::text || f.op == opcode::binary || f.op == opcode::continuation) {
+        if (f.fin && message_.empty() && f.op != opcode::continuation) {
+          deliver(f.payload);
+        } else {
+          message_.append(f.payload);
+          if (message_.size() > t_.o_.message_bytes_max)
+            fail();
+          else if (f.fin)
+            deliver(std::exchange(message_, {}));
+        }
+      }
+      return !done_;
+    });
+    if (used == chat::ws::bad_server_frame) {
+      fail();
+      return false;
+    }
+    if (done_)
+      return false;
+    if (from_partial)
+      partial_.erase(0, used);
+    else
+      partial_.assign(data + used, n - used);
+    if (partial_.empty() && partial_.capacity() > 64 * 1024)
+      std::string().swap(partial_);
+    return true;
+  }
+
+  void deliver(std::string_view text) {
+    if (t_.d_)
+      t_.d_->on_frame(slot_, text, t_.now_());
+  }
+
+  /// Everything queued goes out in one write; what is queued meanwhile goes in the next.
   void do_write() {
     writing_ = true;
-    ws_.async_write(net::buffer(queue_.front()), [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
+    sending_.clear();
+    sending_.swap(out_);
+    net::async_write(sock_, net::buffer(sending_), [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
   }
 
   void on_write(beast::error_code ec) {
     writing_ = false;
     if (ec)
       return fail();
-    queue_.pop_front();
-    if (closing_)
-      return send_close();
-    if (!queue_.empty())
-      do_write();
-  }
-
-  void send_close() {
-    writing_ = true;
-    ws_.async_close(websocket::close_code::normal, [self = shared_from_this()](beast::error_code) {
-      self->writing_ = false;
-      self->fail();
-    });
+    if (!out_.empty() && open_)
+      return do_write();
+    if (sending_.capacity() > 4096)
+      std::string().swap(sending_);
   }
 
   /// The connection is over: drop the socket, tell the driver once.
@@ -197,19 +278,22 @@ private:
     if (done_)
       return;
     done_ = true;
+    disarm_deadline();
     beast::error_code ec;
-    ws_.next_layer().close(ec);
-    queue_.clear();
+    sock_.close(ec);
+    out_.clear();
     t_.finished(slot_, this);
   }
 
   ws_transport& t_;
   uint32_t slot_;
-  websocket::stream<tcp::socket> ws_;
-  beast::flat_buffer buf_;
-  std::deque<std::string> queue_;
-  std::string identify_;
-  std::string host_;
+  tcp::socket sock_;
+  std::shared_ptr<net::steady_timer> deadline_; ///< only while connecting or closing
+  std::string out_;      ///< frames queued behind the write in flight
+  std::string sending_;  ///< the write in flight
+  std::string partial_;  ///< the upgrade answer, or a frame not yet whole
+  std::string message_;  ///< a fragmented message being joined
+  std::string identify_; ///< sent once the upgrade is answered
   bool open_ = false, writing_ = false, closing_ = false, done_ = false, stalled_ = false, read_wanted_ = false;
 };
 

@@ -1,5 +1,5 @@
-// The WebSocket transport: one Beast client connection per online device, all on one io_context
-// thread (the worker's). Each connection binds a source address of the worker's own, so that
+// The WebSocket transport: one client connection per online device (RFC 6455's client side from
+// chat/websocket.hpp, on Asio sockets), all on one io_context thread (the worker's). Each connection binds a source address of the worker's own, so that
 // several workers together hold more connections than one address has ephemeral ports.
 #pragma once
 
@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -74,6 +75,14 @@ private:
   std::vector<std::shared_ptr<connection>> conns_; // by slot
   size_t live_ = 0;
   uint64_t fault_round_ = 0;
+  std::array<char, 64 * 1024> scratch_; ///< every connection reads into it (one thread)
+  uint32_t mask_state_ = 0x2545F491;
+  uint32_t next_mask() noexcept { // xorshift32: masks need not be secret here, only present
+    mask_state_ ^= mask_state_ << 13;
+    mask_state_ ^= mask_state_ >> 17;
+    mask_state_ ^= mask_state_ << 5;
+    return mask_state_;
+  }
 };
 
 } // namespace agner::loadgen

@@ -67,33 +67,6 @@ inline uint64_t now_ns() { return static_cast<uint64_t>(std::chrono::duration_ca
 // ---------------------------------------------------------------------------------------------
 // Connections
 
-/// Appends one client frame (FIN set, masked with `key` as RFC 6455 requires of clients).
-inline void append_client_frame(std::string& out, uint8_t opcode, std::string_view payload, uint32_t key) {
-  char h[14];
-  size_t n = 0;
-  h[n++] = static_cast<char>(0x80 | opcode);
-  if (payload.size() < 126) {
-    h[n++] = static_cast<char>(0x80 | payload.size());
-  } else if (payload.size() <= 0xFFFF) {
-    h[n++] = static_cast<char>(0x80 | 126);
-    h[n++] = static_cast<char>(payload.size() >> 8);
-    h[n++] = static_cast<char>(payload.size() & 0xFF);
-  } else {
-    h[n++] = static_cast<char>(0x80 | 127);
-    for (int i = 7; i >= 0; --i)
-      h[n++] = static_cast<char>((static_cast<uint64_t>(payload.size()) >> (8 * i)) & 0xFF);
-  }
-  char mask[4];
-  std::memcpy(mask, &key, 4);
-  std::memcpy(h + n, mask, 4);
-  n += 4;
-  size_t at = out.size();
-  out.append(h, n);
-  out.append(payload);
-  for (size_t i = 0; i < payload.size(); ++i)
-    out[at + n + i] ^= mask[i & 3];
-}
-
 enum class kind { echo, chat };
 
 struct group;
@@ -128,7 +101,7 @@ struct conn : std::enable_shared_from_this<conn> {
   void on_line(std::string_view line, uint64_t now);
   void send_one();
   void fill_window(int window);
-  void write(std::string_view text, uint8_t opcode = 0x1);
+  void write(std::string_view text, chat::ws::opcode op = chat::ws::opcode::text);
   void do_write();
   void fail(const char* what, error_code ec);
   void mark_ready();
@@ -209,10 +182,7 @@ inline void conn::start(const net::ip::address& src, const tcp::endpoint& to) {
 }
 
 inline void conn::handshake() {
-  // A fixed key is fine for a client that trusts its peer; the answer is checked for 101 only.
-  sending = fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                        g.k == kind::chat ? "/v1/ws" : "/", g.host);
+  sending = chat::ws::client_upgrade_request(g.host, g.k == kind::chat ? "/v1/ws" : "/", {});
   net::async_write(sock, net::buffer(sending), [self = shared_from_this()](error_code ec, size_t) {
     if (ec)
       return self->fail("handshake", ec);
@@ -221,7 +191,7 @@ inline void conn::handshake() {
                           [self](error_code ec, size_t head) {
                             if (ec)
                               return self->fail("handshake", ec);
-                            if (self->rbuf.compare(0, 12, "HTTP/1.1 101") != 0)
+                            if (chat::ws::response_status(self->rbuf) != 101)
                               return self->fail("handshake", net::error::connection_refused);
                             // Frames that came with the answer stay in the buffer.
                             self->rbuf.erase(0, head);
@@ -263,43 +233,30 @@ inline void conn::read() {
 
 /// Hands every whole frame in the buffer on; keeps a partial one. False once the connection ends.
 inline bool conn::parse() {
-  size_t at = 0;
-  while (rlen - at >= 2 && !closed) {
-    auto b0 = static_cast<uint8_t>(rbuf[at]), b1 = static_cast<uint8_t>(rbuf[at + 1]);
-    bool fin = b0 & 0x80;
-    uint8_t op = b0 & 0x0F;
-    if (b1 & 0x80) { // a server must not mask
-      fail("read", net::error::invalid_argument);
-      return false;
-    }
-    uint64_t len = 0;
-    size_t head = chat::ws::decode_payload_length(rbuf.data() + at, rlen - at, len);
-    if (head == 0)
-      break;
-    if (rlen - at < head + len)
-      break;
-    std::string_view payload(rbuf.data() + at + head, len);
-    at += head + len;
-    if (op == 0x9) { // ping
-      write(payload, 0xA);
-    } else if (op == 0x8) { // close
+  using chat::ws::opcode;
+  size_t used = chat::ws::parse_server_frames(rbuf.data(), rlen, 16u << 20, [&](const chat::ws::server_frame& f) {
+    if (f.op == opcode::ping) {
+      write(f.payload, opcode::pong);
+    } else if (f.op == opcode::close) {
       close();
-      return false;
-    } else if (op == 0x1 || op == 0x2 || op == 0x0) {
-      if (fin && message.empty() && op != 0x0) {
-        on_message(payload);
-      } else {
-        message.append(payload);
-        if (fin) {
-          on_message(message);
-          message.clear();
-        }
+    } else if (f.fin && message.empty() && f.op != opcode::continuation) {
+      on_message(f.payload);
+    } else {
+      message.append(f.payload);
+      if (f.fin) {
+        on_message(message);
+        message.clear();
       }
     }
+    return !closed;
+  });
+  if (used == chat::ws::bad_server_frame) {
+    fail("read", net::error::invalid_argument);
+    return false;
   }
-  if (at > 0) {
-    std::memmove(rbuf.data(), rbuf.data() + at, rlen - at);
-    rlen -= at;
+  if (used > 0) {
+    std::memmove(rbuf.data(), rbuf.data() + used, rlen - used);
+    rlen -= used;
   }
   return !closed;
 }
@@ -379,10 +336,10 @@ inline void conn::fill_window(int window) {
     send_one();
 }
 
-inline void conn::write(std::string_view text, uint8_t opcode) {
+inline void conn::write(std::string_view text, chat::ws::opcode op) {
   if (closed)
     return;
-  append_client_frame(out, opcode, text, next_mask());
+  chat::ws::append_client_frame(out, op, text, next_mask());
   if (!writing)
     do_write();
 }

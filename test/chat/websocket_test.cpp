@@ -319,3 +319,70 @@ TEST_CASE("random bytes and mangled frames never crash the reader and never repo
     CHECK(r.buffered() <= 256);
   }
 }
+
+TEST_CASE("the client side: masked frames the server reads back, and server frames read at every split") {
+  // Client frames of all three length forms, masked with changing keys, read by the server's reader.
+  std::string bytes;
+  std::string mid(300, 'm'), large(70'000, 'l');
+  ws::append_client_frame(bytes, opcode::text, R"({"op":"heartbeat"})", 0x01020304);
+  ws::append_client_frame(bytes, opcode::text, mid, 0xdeadbeef);
+  ws::append_client_frame(bytes, opcode::binary, large, 0);
+  ws::append_client_frame(bytes, opcode::close, std::string("\x03\xe8", 2), 0x80808080);
+  std::vector<seen> want{
+      {K::message, opcode::text, false, 0, R"({"op":"heartbeat"})"},
+      {K::message, opcode::text, false, 0, mid},
+      {K::message, opcode::binary, false, 0, large},
+      {K::close, opcode::text, false, 1000, ""},
+  };
+  CHECK(feed_all(bytes, 100'000) == want);
+
+  // Server frames, fed to the client's reader in every piece size up to 20 bytes and then larger.
+  std::string server;
+  ws::append_frame(server, opcode::text, "one");
+  ws::append_frame(server, opcode::text, mid);
+  ws::append_frame(server, opcode::ping, "p");
+  ws::append_frame(server, opcode::text, large);
+  std::vector<std::pair<opcode, std::string>> expect{{opcode::text, "one"}, {opcode::text, mid}, {opcode::ping, "p"}, {opcode::text, large}};
+  for (size_t step = 1; step <= server.size(); step += (step < 20 ? 1 : 4099)) {
+    std::vector<std::pair<opcode, std::string>> got;
+    std::string pending;
+    for (size_t at = 0; at < server.size(); at += step) {
+      pending += server.substr(at, step);
+      size_t used = ws::parse_server_frames(pending.data(), pending.size(), 100'000, [&](const ws::server_frame& f) {
+        CHECK(f.fin);
+        got.emplace_back(f.op, std::string(f.payload));
+        return true;
+      });
+      REQUIRE(used != ws::bad_server_frame);
+      pending.erase(0, used);
+    }
+    REQUIRE_MESSAGE(got == expect, "step " << step);
+    CHECK(pending.empty());
+  }
+
+  // A masked frame (a server must not mask) and a frame over the limit are refused.
+  CHECK(ws::parse_server_frames(bytes.data(), bytes.size(), 100'000, [](const ws::server_frame&) { return true; }) ==
+        ws::bad_server_frame);
+  CHECK(ws::parse_server_frames(server.data(), server.size(), 100, [](const ws::server_frame&) { return true; }) ==
+        ws::bad_server_frame);
+  // Returning false stops after that frame.
+  int calls = 0;
+  size_t used = ws::parse_server_frames(server.data(), server.size(), 100'000, [&](const ws::server_frame&) { return ++calls < 2; });
+  CHECK(calls == 2);
+  CHECK(used == 2 + 3 + 4 + 300);
+}
+
+TEST_CASE("the client's upgrade request is one the server accepts, and its answer's status is read") {
+  auto req = ws::client_upgrade_request("127.0.0.1:8080", "/v1/ws", "agner.v1");
+  CHECK(req.starts_with("GET /v1/ws HTTP/1.1\r\n"));
+  CHECK(req.find("Host: 127.0.0.1:8080\r\n") != std::string::npos);
+  CHECK(req.find("Sec-WebSocket-Protocol: agner.v1\r\n") != std::string::npos);
+  CHECK(req.ends_with("\r\n\r\n"));
+  CHECK(ws::client_upgrade_request("h", "/", "").find("Sec-WebSocket-Protocol") == std::string::npos);
+  auto answer = ws::answer_upgrade(good_request(), "agner.v1", false, "agner");
+  CHECK(ws::response_status(answer.response) == 101);
+  CHECK(ws::response_status("HTTP/1.1 426 Upgrade Required\r\n\r\n") == 426);
+  CHECK(ws::response_status("HTTP/1.0 200 OK\r\n") == 0);
+  CHECK(ws::response_status("HTTP/1.1 1x1") == 0);
+  CHECK(ws::response_status("") == 0);
+}

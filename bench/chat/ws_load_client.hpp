@@ -46,14 +46,16 @@ using peers::cpu_seconds;
 // Tiny frame parsing (the node's frames are flat JSON with string values)
 
 inline std::string_view field(std::string_view line, std::string_view key) {
-  char pat[40];
-  size_t n = static_cast<size_t>(std::snprintf(pat, sizeof pat, "\"%.*s\":\"", static_cast<int>(key.size()), key.data()));
-  auto p = line.find(std::string_view(pat, n));
-  if (p == std::string_view::npos)
-    return {};
-  p += n;
-  auto e = line.find('"', p);
-  return line.substr(p, e == std::string_view::npos ? std::string_view::npos : e - p);
+  // Finds "key":" by the key, then checks the quotes around it: no pattern to build per call.
+  for (size_t p = line.find(key); p != std::string_view::npos; p = line.find(key, p + 1)) {
+    size_t after = p + key.size();
+    if (p == 0 || line[p - 1] != '"' || line.substr(after, 3) != "\":\"")
+      continue;
+    after += 3;
+    auto e = line.find('"', after);
+    return line.substr(after, e == std::string_view::npos ? std::string_view::npos : e - after);
+  }
+  return {};
 }
 
 inline uint64_t to_u64(std::string_view s) {

@@ -25,6 +25,10 @@ endif()
 
 # LMDB through pkg-config.
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
+# jemalloc for agner-node (AGNER_JEMALLOC): not with the sanitizers, which bring their own allocator.
+if(AGNER_JEMALLOC AND NOT AGNER_SANITIZE)
+  pkg_check_modules(JEMALLOC REQUIRED IMPORTED_TARGET jemalloc)
+endif()
 
 find_package(fmt 9 REQUIRED CONFIG)
 find_package(tomlplusplus REQUIRED CONFIG)

@@ -2,10 +2,11 @@
 // target (the echo peer, or a chat node as pairs of users messaging each other), each keeping a
 // window of messages in flight or sending at a paced rate. Used by one translation unit.
 //
-// The client side of RFC 6455 is written here by hand, not with Beast's websocket::stream, so that
-// the client costs the shared two cores as little as it can: every frame a connection produces in
-// one turn of its thread (sends, acks, pongs) goes out in one write, and one read takes every
-// whole frame that arrived. Both peers get the same client, so the comparison stays like for like.
+// It speaks RFC 6455's client side through chat/websocket.hpp, not Beast's websocket::stream, so
+// that the client costs the shared two cores as little as it can: every frame a connection
+// produces in one turn of its thread (sends, acks, pongs) goes out in one write, and one read
+// takes every whole frame that arrived. Both peers get the same client, so the comparison stays
+// like for like.
 #pragma once
 
 #include "bench/chat/peer_process.hpp"

@@ -77,19 +77,33 @@ struct refuse_first_commit {
   }
 };
 
+/// A store in a temporary directory and one cache shard over it, on virtual time. Test cases use
+/// its members by name (doctest's TEST_CASE_FIXTURE).
+struct cache_setup {
+  explicit cache_setup(store_hooks hooks = {}) : s(test_options(dir.path()), m, std::move(hooks)) {}
+  temp_dir dir;
+  metrics::registry m;
+  virtual_clock clk;
+  node_store s;
+  flush_pump pump;
+  write_back_cache c{s, clk, m, "0", pump.notify()};
+};
+
+/// The same, with a store whose first commit fails for lack of space.
+struct refusing_hooks {
+  refuse_first_commit refuse;
+};
+struct refusing_cache_setup : refusing_hooks, cache_setup {
+  refusing_cache_setup() : cache_setup(refuse.hooks()) {}
+};
+
 uint64_t commits_of(metrics::registry& m) { return m.make_counter("agner_store_commits_total", "").value(); }
 
 std::string inbox_key(uint64_t user, uint64_t inbox_seq) { return fmt::format("inbox/{}/{:08}", user, inbox_seq); }
 
 } // namespace
 
-TEST_CASE("repeated updates of one key coalesce into one write") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "repeated updates of one key coalesce into one write") {
   for (int i = 0; i < 10; ++i)
     c.put(1, "cursor/1/7", fmt::format("{}", i));
   CHECK(c.flush() == 0); // not due yet
@@ -103,13 +117,7 @@ TEST_CASE("repeated updates of one key coalesce into one write") {
   CHECK(c.stats().hits == 1);
 }
 
-TEST_CASE("an inbox entry inserted and deleted within the flush window is never written") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "an inbox entry inserted and deleted within the flush window is never written") {
   auto before = commits_of(m);
   c.insert(1, inbox_key(1, 1), "message 1");
   c.insert(1, inbox_key(1, 2), "message 2");
@@ -127,13 +135,7 @@ TEST_CASE("an inbox entry inserted and deleted within the flush window is never 
   CHECK(commits_of(m) == before + 1);
 }
 
-TEST_CASE("a delete of an entry already on disk is written") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "a delete of an entry already on disk is written") {
   c.insert(1, inbox_key(1, 1), "m");
   REQUIRE(pump.complete(c, c.flush_all()) == write_status::durable);
   REQUIRE(s.get(inbox_key(1, 1)) == "m");
@@ -144,13 +146,7 @@ TEST_CASE("a delete of an entry already on disk is written") {
   CHECK(c.entries() == 0); // the tombstone is gone once the delete is durable
 }
 
-TEST_CASE("an update made while an older version is in flight is written by the next flush") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "an update made while an older version is in flight is written by the next flush") {
   c.put(1, "k", "v1");
   auto t1 = c.flush_all();
   c.put(1, "k", "v2");
@@ -162,13 +158,7 @@ TEST_CASE("an update made while an older version is in flight is written by the 
   CHECK(c.dirty_entries() == 0);
 }
 
-TEST_CASE("a delete made while the insert is in flight is still written") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "a delete made while the insert is in flight is still written") {
   c.insert(1, "k", "v");
   auto t1 = c.flush_all();
   c.del(1, "k");
@@ -177,16 +167,10 @@ TEST_CASE("a delete made while the insert is in flight is still written") {
   CHECK_FALSE(s.get("k"));
 }
 
-TEST_CASE("a read miss goes to the store once and is then served from memory") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
+TEST_CASE_FIXTURE(cache_setup, "a read miss goes to the store once and is then served from memory") {
   write_batch b;
   b.put("cursor/5/1", "12");
   REQUIRE(commit_now(s, std::move(b)).status == write_status::durable);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
   CHECK(c.get(5, "cursor/5/1") == "12");
   CHECK(c.get(5, "cursor/5/1") == "12");
   CHECK(c.get(5, "cursor/5/404") == std::nullopt);
@@ -194,13 +178,8 @@ TEST_CASE("a read miss goes to the store once and is then served from memory") {
   CHECK(c.stats().hits == 1);
 }
 
-TEST_CASE("when the cache is full the owner with the largest footprint is evicted first") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m); // 1 MiB budget
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "when the cache is full the owner with the largest footprint is evicted first") {
+  // 1 MiB budget (test_options)
   const std::string body(1000, 'x');
   for (uint64_t owner = 2; owner <= 40; ++owner)
     for (uint64_t i = 0; i < 10; ++i)
@@ -220,13 +199,7 @@ TEST_CASE("when the cache is full the owner with the largest footprint is evicte
   CHECK(c.stats().misses == 1);
 }
 
-TEST_CASE("memory stays within the budget under a long stream of inserts") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "memory stays within the budget under a long stream of inserts") {
   const size_t budget = s.options().cache_budget_bytes;
   std::mt19937_64 rng(3);
   std::vector<uint64_t> next_seq(500, 0);
@@ -257,14 +230,7 @@ TEST_CASE("memory stays within the budget under a long stream of inserts") {
   }
 }
 
-TEST_CASE("a flush refused for lack of space keeps its entries dirty and a later flush writes them") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  refuse_first_commit refuse;
-  node_store s(test_options(dir.path()), m, refuse.hooks());
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(refusing_cache_setup, "a flush refused for lack of space keeps its entries dirty and a later flush writes them") {
   c.insert(1, "inbox/1/1", "m");
   c.put(1, "cursor/1/1", "3");
   CHECK(pump.complete(c, c.flush_all()) == write_status::no_space);
@@ -276,13 +242,7 @@ TEST_CASE("a flush refused for lack of space keeps its entries dirty and a later
   CHECK(c.stats().failed_flushes == 1);
 }
 
-TEST_CASE("a flush by keys writes those keys only; the other dirty entries wait") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "a flush by keys writes those keys only; the other dirty entries wait") {
   c.put(1, "u/1", "a");
   c.put(2, "u/2", "b");
   c.put(3, "u/3", "c");
@@ -294,16 +254,9 @@ TEST_CASE("a flush by keys writes those keys only; the other dirty entries wait"
   CHECK(c.flush_keys({"u/1"}) == 0); // clean: nothing to write
 }
 
-TEST_CASE("the last slice's flush writes what the store refused before, then the mark") {
+TEST_CASE_FIXTURE(refusing_cache_setup, "the last slice's flush writes what the store refused before, then the mark") {
   // An incremental checkpoint: the refused slice's users are clean in their owner's memory, so
   // only the cache can write them again, and the mark must not go without them.
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  refuse_first_commit refuse;
-  node_store s(test_options(dir.path()), m, refuse.hooks());
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
   c.put(1, "u/1", "first slice");
   CHECK(pump.complete(c, c.flush_keys({"u/1"})) == write_status::no_space);
   c.put(2, "u/2", "last slice");
@@ -316,13 +269,7 @@ TEST_CASE("the last slice's flush writes what the store refused before, then the
   CHECK(c.dirty_entries() == 1);
 }
 
-TEST_CASE("a full flush writes the state and its checkpoint in one transaction") {
-  temp_dir dir;
-  metrics::registry m;
-  virtual_clock clk;
-  node_store s(test_options(dir.path()), m);
-  flush_pump pump;
-  write_back_cache c(s, clk, m, "0", pump.notify());
+TEST_CASE_FIXTURE(cache_setup, "a full flush writes the state and its checkpoint in one transaction") {
   c.insert(1, "inbox/1/1", "a");
   c.put(2, "cursor/2/1", "b");
   REQUIRE(pump.complete(c, c.flush_all(checkpoint_mark{"inbox/0", 17})) == write_status::durable);

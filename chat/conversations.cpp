@@ -137,11 +137,12 @@ void conversation_shard::maybe_submit(conversation_id c, conv_state& s) {
   store::write_batch wb;
   bool restart = s.in_flight.empty(); // safe with nothing of the chain in flight
   wb.chain(c, restart);
-  auto msgs = std::make_shared<std::vector<std::shared_ptr<durable_message>>>();
+  auto msgs = std::make_shared<std::vector<chat_core::appended>>();
   msgs->reserve(s.queued.size());
   for (auto& o : s.queued) {
     wb.append(c, o.seq, o.msg.encode());
-    msgs->push_back(std::make_shared<durable_message>(durable_message{0, c, o.seq, o.msg, o.received}));
+    // The first waiter stays here too: if the batch fails, this shard tells it to retry.
+    msgs->push_back({std::make_shared<durable_message>(durable_message{0, c, o.seq, o.msg, o.received}), o.waiters.front()});
   }
   auto& b = s.in_flight.emplace_back();
   b.msgs.swap(s.queued);
@@ -182,12 +183,12 @@ void conversation_shard::handle(conv_ops::committed& m) {
     if (m.status == store::write_status::durable)
       log::error("conversations", "a batch of {} behind a failed one was stored anyway", m.conversation);
   } else if (m.status == store::write_status::durable) {
-    auto now = core_.time().now();
     for (auto& o : b.msgs) {
-      core_.send_to_stored().observe(static_cast<uint64_t>(std::max<int64_t>(0, (now - o.received).count())));
       s.nonces[nonce_key(o.msg.from, o.msg.nonce)].durable = true;
-      for (auto& w : o.waiters)
-        w.sink->push(proto::encode_stored(w.ref, m.conversation, o.seq, o.msg.id, o.msg.nonce));
+      // The first waiter is answered by the sender's owner, with the inbox_seq; retries that
+      // joined on the way are answered here.
+      for (size_t i = 1; i < o.waiters.size(); ++i)
+        o.waiters[i].sink->push(proto::encode_stored(o.waiters[i].ref, m.conversation, o.seq, o.msg.id, o.msg.nonce));
     }
   } else {
     // Nothing of the batch was written, and the store fails every later batch of the

@@ -77,14 +77,13 @@ public:
   }
 
 private:
-  struct waiter {
-    sink_ptr sink;
-    std::string ref;
-  };
   struct outgoing {
     uint64_t seq;
     message_record msg;
-    std::vector<waiter> waiters;
+    /// The send that created it first, then retries that joined it while it was on its way.
+    /// The first is answered by the sender's owner (docs/protocol.md: stored carries its
+    /// inbox_seq), the others here.
+    std::vector<reply_to> waiters;
     time_point received;
   };
   /// One append batch at the store.

@@ -146,18 +146,18 @@ void chat_core::history(user_id u, const proto::history& req, sink_ptr sink, std
 
 bool chat_core::overloaded(user_id u) const noexcept { return users_->overloaded(u); }
 
-void chat_core::on_batch_committed(conversation_id c, const store::commit_result& r,
-                                   const std::vector<std::shared_ptr<durable_message>>& msgs) {
+void chat_core::on_batch_committed(conversation_id c, const store::commit_result& r, std::vector<appended>& msgs) {
   if (r.status == store::write_status::durable) {
     // On the writer thread, in log order: every user owner sees deliveries in log order, which
     // is what makes inbox_seq reproducible by replay.
     auto [a, b] = direct_members(c);
     for (size_t i = 0; i < msgs.size(); ++i) {
-      msgs[i]->log_position = r.first_position + i;
-      message_ptr m = msgs[i];
-      users_->cast(a, user_ops::deliver{a, m});
+      msgs[i].m->log_position = r.first_position + i;
+      message_ptr m = msgs[i].m;
+      auto origin_of = [&](user_id u) { return u == m->msg.from ? std::move(msgs[i].origin) : reply_to{}; };
+      users_->cast(a, user_ops::deliver{a, m, origin_of(a)});
       if (b != a)
-        users_->cast(b, user_ops::deliver{b, m});
+        users_->cast(b, user_ops::deliver{b, m, origin_of(b)});
       delivered_.inc(a == b ? 1 : 2);
     }
     sent_.inc(msgs.size());

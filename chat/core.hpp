@@ -106,10 +106,14 @@ public:
   metrics::histogram& send_to_stored() noexcept { return send_to_stored_; }
   metrics::histogram& send_to_deliver() noexcept { return send_to_deliver_; }
 
+  /// A message of an append batch, with the send its sender's owner answers once it is durable.
+  struct appended {
+    std::shared_ptr<durable_message> m;
+    reply_to origin;
+  };
   /// Runs on the store's writer thread after a conversation batch committed: fans the messages
-  /// out to their recipients' owners in log order, then tells the conversation's owner.
-  void on_batch_committed(conversation_id c, const store::commit_result& r,
-                          const std::vector<std::shared_ptr<durable_message>>& msgs);
+  /// out to their members' owners in log order, then tells the conversation's owner.
+  void on_batch_committed(conversation_id c, const store::commit_result& r, std::vector<appended>& msgs);
 
 private:
   chat_options opts_;

@@ -214,9 +214,10 @@ std::string encode_heartbeat_ack(std::string_view ref) {
   return frame_builder(32 + ref.size()).raw(R"({"op":"heartbeat_ack")").ref(ref).raw("}").take();
 }
 
-std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t seq, message_id id, std::string_view nonce) {
-  return frame_builder(112 + ref.size() + nonce.size())
-    .raw(R"({"op":"stored")")
+std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t seq, message_id id, std::string_view nonce,
+                          uint64_t inbox_seq) {
+  frame_builder f(136 + ref.size() + nonce.size());
+  f.raw(R"({"op":"stored")")
     .ref(ref)
     .raw(R"(,"conversation":)")
     .id(conv)
@@ -225,9 +226,10 @@ std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t s
     .raw(R"(,"id":)")
     .id(id)
     .raw(R"(,"nonce":)")
-    .string(nonce)
-    .raw("}")
-    .take();
+    .string(nonce);
+  if (inbox_seq != 0)
+    f.raw(R"(,"inbox_seq":)").id(inbox_seq);
+  return f.raw("}").take();
 }
 
 std::string encode_deliver(const delivered_message& m) {

@@ -128,7 +128,10 @@ std::string encode_hello(uint32_t heartbeat_ms, std::string_view node);
 std::string encode_ready(std::string_view ref, user_id user, std::string_view device, uint64_t last_inbox_seq,
                          uint64_t resume_from);
 std::string encode_heartbeat_ack(std::string_view ref);
-std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t seq, message_id id, std::string_view nonce);
+/// `inbox_seq`: the message's position in the sender's inbox, for the session that sent it (it
+/// gets no deliver of its own message); 0 leaves the field out (a retry's answer).
+std::string encode_stored(std::string_view ref, conversation_id conv, uint64_t seq, message_id id, std::string_view nonce,
+                          uint64_t inbox_seq = 0);
 std::string encode_deliver(const delivered_message& m);
 std::string encode_history(std::string_view ref, conversation_id conv, const std::vector<history_entry>& entries, bool more);
 std::string encode_error(std::string_view ref, error_code code, std::string_view message);

@@ -26,4 +26,10 @@ public:
 
 using sink_ptr = std::shared_ptr<session_sink>;
 
+/// Where a request's answer goes: the session that asked, and the request's `ref`.
+struct reply_to {
+  sink_ptr sink;
+  std::string ref;
+};
+
 } // namespace agner::chat

@@ -241,18 +241,35 @@ void user_shard::handle(user_ops::detach& m) {
 void user_shard::handle(user_ops::deliver& m) {
   auto& s = load(m.user);
   applied_max_ = std::max(applied_max_, m.m->log_position);
-  if (!apply_deliver(m.user, s, m.m))
-    return;
-  if (s.sessions.empty())
-    return;
+  bool fresh = apply_deliver(m.user, s, m.m);
   auto& msg = *m.m;
-  if (m.user != msg.msg.from)
-    core_.send_to_deliver().observe(static_cast<uint64_t>(std::max<int64_t>(0, (core_.time().now() - msg.received).count())));
-  auto frame = proto::encode_deliver(
-    {s.rec.last_inbox_seq, msg.conversation, msg.seq, msg.msg.id, msg.msg.from, msg.msg.nonce, msg.msg.body});
-  for (auto& d : s.sessions)
-    if (!d.replaying) // a replaying device gets it from `pending`, after what came before it
-      d.sink->push(frame);
+  auto since_send = [&] { return static_cast<uint64_t>(std::max<int64_t>(0, (core_.time().now() - msg.received).count())); };
+  // The session that sent the message already has it: its `stored` carries the inbox_seq in
+  // place of a copy (the user's other sessions get the copy). A session still in its resume
+  // replay gets the entry from `pending` in order, so its `stored` goes without one.
+  const device_session* origin = nullptr;
+  if (m.origin.sink) {
+    for (auto& d : s.sessions)
+      if (d.sink == m.origin.sink && !d.replaying)
+        origin = &d;
+    core_.send_to_stored().observe(since_send());
+    m.origin.sink->push(proto::encode_stored(m.origin.ref, msg.conversation, msg.seq, msg.msg.id, msg.msg.nonce,
+                                             fresh && origin ? s.rec.last_inbox_seq : 0));
+  }
+  if (!fresh)
+    return;
+  std::string frame;
+  for (auto& d : s.sessions) {
+    if (d.replaying || &d == origin) // a replaying device gets it from `pending`, after what came before it
+      continue;
+    if (frame.empty()) {
+      if (m.user != msg.msg.from)
+        core_.send_to_deliver().observe(since_send());
+      frame = proto::encode_deliver(
+        {s.rec.last_inbox_seq, msg.conversation, msg.seq, msg.msg.id, msg.msg.from, msg.msg.nonce, msg.msg.body});
+    }
+    d.sink->push(frame);
+  }
 }
 
 void user_shard::handle(user_ops::ack& m) {

@@ -46,10 +46,13 @@ struct detach {
   std::string device;
   sink_ptr sink;
 };
-/// Sent by the store's writer thread, in log order: the message is durable.
+/// Sent by the store's writer thread, in log order: the message is durable. To the sender's
+/// owner it carries the send to answer: that session gets `stored` with the message's inbox_seq
+/// instead of a copy of what it just sent; the sender's other devices get the copy.
 struct deliver {
   user_id user;
   message_ptr m;
+  reply_to origin; ///< empty for the recipient
 };
 struct ack {
   user_id user;

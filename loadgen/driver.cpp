@@ -321,22 +321,28 @@ void driver::handle_frame(uint32_t slot, std::string_view text, sim_ns now) {
   auto& d = devs_[slot];
   if (op != "heartbeat_ack" && op != "hello")
     last_frame_ = now; // the drain waits for quiet: heartbeats go on forever
-  if (op == "deliver") {
+  // An entry of the device's inbox: a deliver, or the `stored` of a message this connection sent.
+  auto inbox_entry = [&](phone_id sender, uint64_t nonce, uint64_t inbox_seq) {
     delivery x;
     x.owner = d.phone;
     x.device = d.device;
     x.conversation = id_field(o, "conversation").value_or(0);
     x.seq = id_field(o, "seq").value_or(0);
     x.id = id_field(o, "id").value_or(0);
-    x.sender = dir_.phone_of(dir_.node_of(d.phone), id_field(o, "from").value_or(0));
-    x.nonce = to_u64(str_field(o, "nonce")).value_or(UINT64_MAX);
-    x.inbox_seq = id_field(o, "inbox_seq").value_or(0);
+    x.sender = sender;
+    x.nonce = nonce;
+    x.inbox_seq = inbox_seq;
     x.at = now;
     rec_.delivered(x);
     d.highest = std::max(d.highest, x.inbox_seq);
     d.received = true;
     if (!draining_)
       sched_.on_delivered(d.phone, d.device, x.inbox_seq, now);
+    return x;
+  };
+  if (op == "deliver") {
+    auto x = inbox_entry(dir_.phone_of(dir_.node_of(d.phone), id_field(o, "from").value_or(0)),
+                         to_u64(str_field(o, "nonce")).value_or(UINT64_MAX), id_field(o, "inbox_seq").value_or(0));
     if (x.sender != d.phone) {
       ++stats_.delivered;
       auto& b = tl_.at(now);
@@ -354,6 +360,9 @@ void driver::handle_frame(uint32_t slot, std::string_view text, sim_ns now) {
       return;
     rec_.stored(d.phone, *nonce, id_field(o, "conversation").value_or(0), id_field(o, "seq").value_or(0),
                 id_field(o, "id").value_or(0), now);
+    // The sending connection gets no deliver of its own message: `stored` is its inbox entry.
+    if (auto inbox_seq = id_field(o, "inbox_seq"))
+      inbox_entry(d.phone, *nonce, *inbox_seq);
     if (auto it = outbox_.find(send_key{d.phone, *nonce}); it != outbox_.end()) {
       outbox_erase(slot_of(d.phone, it->second.device), *nonce);
       outbox_.erase(it);

@@ -166,17 +166,21 @@ void null_transport::send(uint32_t slot, user_ref to, std::string_view nonce, st
   auto conv = chat::direct_conversation(s.user, to);
   stored_msg m{conv, ++conv_seq_[conv], next_id_++};
   nonces_.emplace(std::move(key), m);
-  out_.push_back({slot, s.session, false, chat::proto::encode_stored(ref, m.conversation, m.seq, m.id, nonce)});
   user_ref from = s.user;
+  uint64_t own_inbox_seq = 0;
   for (user_ref u : {to, from}) {
     auto& us = users_[u];
     auto frame = chat::proto::encode_deliver({us.inbox.size() + 1, conv, m.seq, m.id, from, nonce, body});
     for (auto sl : us.slots)
-      out_.push_back({sl, slots_[sl].session, false, frame});
+      if (u != from || sl != slot) // as the node does: the sending session gets `stored` instead
+        out_.push_back({sl, slots_[sl].session, false, frame});
+    if (u == from)
+      own_inbox_seq = us.inbox.size() + 1;
     us.inbox.push_back(std::move(frame));
     if (to == from)
       break;
   }
+  out_.push_back({slot, s.session, false, chat::proto::encode_stored(ref, m.conversation, m.seq, m.id, nonce, own_inbox_seq)});
 }
 
 void null_transport::ack(uint32_t, uint64_t) {}

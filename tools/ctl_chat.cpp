@@ -414,7 +414,12 @@ private:
       note("a deliver frame without inbox_seq or from; ignored");
       return;
     }
-    if (last_seen_ && *seq <= *last_seen_)
+    show(*seq, *from, o, field(o, "body"));
+  }
+
+  /// Prints inbox entry `seq` (a deliver, or this client's own line confirmed by `stored`) once.
+  void show(uint64_t seq, uint64_t from, const json::object& o, std::string_view body) {
+    if (last_seen_ && seq <= *last_seen_)
       return; // already shown (a resume overlapping what this client saw)
     auto msg_id = id_field(o, "id").value_or(0);
     auto when = msg_id ? chat::id_generator::time_ms(msg_id)
@@ -423,7 +428,7 @@ private:
                                                  .count());
     std::string who;
     auto conv = id_field(o, "conversation").value_or(0);
-    if (*from == self_) {
+    if (from == self_) {
       who = "you";
       if (chat::is_direct(conv)) {
         auto [a, b] = chat::direct_members(conv);
@@ -431,13 +436,13 @@ private:
         if (other != peer_ && other != self_)
           who = fmt::format("you (to user {})", other);
       }
-    } else if (*from == peer_) {
+    } else if (from == peer_) {
       who = opts_.to;
     } else {
-      who = fmt::format("user {}", *from);
+      who = fmt::format("user {}", from);
     }
-    say(stdout, format_message(when, who, field(o, "body")));
-    last_seen_ = *seq;
+    say(stdout, format_message(when, who, body));
+    last_seen_ = seq;
     ack_pending_ = true;
   }
 
@@ -463,6 +468,9 @@ private:
       return;
     if (field(o, "nonce") != outbox_.front().nonce && field(o, "ref") != outbox_.front().ref)
       return;
+    // The sending session gets no deliver of its own line: `stored` carries its inbox_seq.
+    if (auto seq = id_field(o, "inbox_seq"))
+      show(*seq, self_, o, outbox_.front().body);
     outbox_.pop_front();
     in_flight_ = false;
     if (eof_ && outbox_.empty())

@@ -6,8 +6,9 @@
 //   chat  a real agner-node (child process, own temp store, dev mode, rate limiter opened wide);
 //         --conns connections = conns/2 pairs of users messaging each other, each connection
 //         keeping --window sends in flight (window on `stored`); receivers ack cumulatively.
-//         Counted: deliveries to the recipient (the node also delivers every message to the
-//         sender's own devices: those copies are not counted). Latency: send -> recipient deliver.
+//         Counted: deliveries to the recipient (copies to the sender's other devices, if it had
+//         any, would not count; the sending connection gets `stored` with the inbox_seq instead
+//         of a copy). Latency: send -> recipient deliver.
 //   rate  chat at a fixed total rate (--rate, default half the measured chat max): p99 at half load.
 //   idle  --idle-conns identified idle connections to the node, then to the echo server: RSS and
 //         C++ heap per connection, with the heap broken down by allocation size.

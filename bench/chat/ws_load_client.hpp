@@ -308,6 +308,11 @@ inline void conn::on_line(std::string_view line, uint64_t now) {
       g.lat.observe(now - to_u64(field(line, "body")));
     }
   } else if (op == "stored") {
+    // The sending connection gets no copy of its own message: `stored` carries its inbox_seq.
+    if (auto seq = to_u64(field(line, "inbox_seq")); seq != 0) {
+      max_inbox = std::max(max_inbox, seq);
+      ++unacked;
+    }
     --inflight;
     g.inflight.fetch_sub(1, std::memory_order_relaxed);
     g.stored.fetch_add(1, std::memory_order_relaxed);

@@ -150,6 +150,51 @@ struct fixture {
 
 } // namespace
 
+TEST_CASE("the sending session gets its inbox_seq in stored, the sender's other devices a copy, a retry neither") {
+  fixture f([](chat_options&) {});
+  auto alice = f.core->create_user("alice");
+  auto bob = f.core->create_user("bob");
+  auto phone = f.attach(alice, "phone");
+  auto laptop = f.attach(alice, "laptop");
+  auto b = f.attach(bob, "phone");
+  for (int i = 1; i <= 3; ++i)
+    f.core->send(alice, bob, fmt::format("n{}", i), fmt::format("m{}", i), phone, fmt::format("s{}", i));
+  auto stored = phone->wait_for("stored", 3);
+  REQUIRE(stored.size() == 3);
+  auto copies = laptop->wait_for("deliver", 3);
+  REQUIRE(copies.size() == 3);
+  auto got = b->wait_for("deliver", 3);
+  REQUIRE(got.size() == 3);
+  for (size_t k = 0; k < 3; ++k) {
+    // In alice's inbox order: the stored replies stand in for the deliveries she did not get.
+    CHECK(stored[k].at("ref").as_string() == fmt::format("s{}", k + 1));
+    CHECK(stored[k].at("inbox_seq").as_string() == std::to_string(k + 1));
+    CHECK(copies[k].at("inbox_seq") == stored[k].at("inbox_seq"));
+    CHECK(copies[k].at("id") == stored[k].at("id"));
+    CHECK(got[k].at("id") == stored[k].at("id"));
+  }
+  // A retry from the laptop (the same nonce) is answered from the conversation: the message's
+  // identity, without an inbox position (the laptop had the entry as a deliver).
+  f.core->send(alice, bob, "n2", "m2", laptop, "again");
+  auto retry = laptop->wait_for("stored", 1);
+  REQUIRE(retry.size() == 1);
+  CHECK(retry[0].at("id") == stored[1].at("id"));
+  CHECK_FALSE(retry[0].contains("inbox_seq"));
+  // Nothing reached the sending session as a deliver, and nothing more came anywhere.
+  CHECK(phone->wait_for("deliver", 1, std::chrono::milliseconds(100)).empty());
+  CHECK(b->wait_for("deliver", 4, std::chrono::milliseconds(50)).size() == 3);
+  CHECK(laptop->wait_for("deliver", 4, std::chrono::milliseconds(50)).size() == 3);
+  // The phone's next session resumes from its ack: after acking 2 of its own, the third comes
+  // back as a deliver.
+  f.core->ack(alice, "phone", 2);
+  f.core->detach(alice, "phone", phone);
+  auto again = f.attach(alice, "phone");
+  auto replay = again->wait_for("deliver", 1);
+  REQUIRE(replay.size() == 1);
+  CHECK(replay[0].at("inbox_seq").as_string() == "3");
+  CHECK(replay[0].at("body").as_string() == "m3");
+}
+
 TEST_CASE("a crash in the middle of a checkpoint walk loses no inbox entry and duplicates none") {
   // One user per 50 ms tick and shard: a walk of ~20 users takes ~1 s, long enough to crash in.
   fixture f([](chat_options& o) {

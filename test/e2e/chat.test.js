@@ -14,8 +14,9 @@ test.before(async () => {
 });
 test.after(async () => { await node.kill('SIGTERM'); });
 
-test('a sent message is stored, delivered to the recipient and acknowledged', async () => {
+test('a sent message is stored, delivered to the recipient and to the sender\'s other devices', async () => {
   const a = await connect(node.port, alice);
+  const laptop = await connect(node.port, alice, 'laptop');
   const b = await connect(node.port, bob);
   a.send({ op: 'send', ref: 's1', to: bob.id, nonce: 'n-basic', body: 'hello bob' });
   const stored = await a.waitFor((f) => f.ref === 's1');
@@ -26,9 +27,15 @@ test('a sent message is stored, delivered to the recipient and acknowledged', as
   assert.equal(d.from, alice.id);
   assert.equal(d.conversation, stored.conversation);
   b.send({ op: 'ack', inbox_seq: d.inbox_seq });
-  // The sender's own device sees its message too (multi-device sync).
-  await a.waitFor((f) => f.op === 'deliver' && f.id === stored.id);
-  a.close(); b.close();
+  // The sender's other device gets a copy (multi-device sync); the sending device gets the
+  // message's place in alice's inbox with `stored` instead, and acks it like a delivery.
+  const copy = await laptop.waitFor((f) => f.op === 'deliver' && f.id === stored.id);
+  assert.equal(copy.body, 'hello bob');
+  assert.equal(copy.inbox_seq, stored.inbox_seq);
+  a.send({ op: 'ack', inbox_seq: stored.inbox_seq });
+  await new Promise((r) => setTimeout(r, 200)); // a copy to the sending device would be here by now
+  assert.equal(a.deliveries().filter((f) => f.id === stored.id).length, 0);
+  a.close(); laptop.close(); b.close();
 });
 
 test('an offline recipient gets the message when it connects', async () => {

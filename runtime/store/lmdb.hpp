@@ -72,9 +72,12 @@ public:
   size_t max_key_size() const noexcept;
   /// Bytes of the data file in use as of the last commit ((last page + 1) x page size).
   size_t used_bytes() const noexcept;
-  /// Reserves disk blocks for the data file's range [from, to) without changing its size
-  /// (fallocate with FALLOC_FL_KEEP_SIZE), so later page writes there cannot hit ENOSPC.
-  /// Returns 0 or an errno (ENOSPC, EDQUOT, EOPNOTSUPP, ...).
+  /// Reserves disk blocks for the data file up to `to` by writing zeros from the file's end (never
+  /// below it, nor below `from`), and starts their writeback. Later page writes there cannot hit
+  /// ENOSPC, and, as they overwrite blocks that exist and lie within the file's size, an
+  /// fdatasync after them has no metadata to journal. Call between write transactions only (the
+  /// writer thread): LMDB uses nothing past the last committed page then. Returns 0 or an errno
+  /// (ENOSPC, EDQUOT, ...); after a failure the zeros written so far stay (unused by LMDB).
   int reserve(size_t from, size_t to) noexcept;
 
 private:

@@ -66,10 +66,10 @@ struct store_options {
   size_t index_slice_entries = 4'096;
   /// An idle writer writes the in-memory index after this long even if the batch is not full.
   std::chrono::milliseconds index_idle_ms{2'000};
-  /// Disk space reserved (fallocated) ahead of the data file's use, so that a full disk shows up
-  /// as ENOSPC from the reservation before LMDB writes a page (docs/storage.md). Larger: fewer
-  /// fallocate calls; smaller: a full disk is noticed sooner. 0 reserves only what each commit may
-  /// need.
+  /// Disk space reserved (written as zeros) ahead of the data file's use, so that a full disk
+  /// shows up as ENOSPC from the reservation before LMDB writes a page, and commits overwrite
+  /// blocks that exist (docs/storage.md). Larger: fewer reservations; smaller: a full disk is
+  /// noticed sooner. 0 reserves only what each commit may need.
   size_t disk_reserve_bytes = size_t{8} << 20;
   /// `sync` unless a test must show what losing un-flushed commits looks like (see `durability`).
   store::durability durability = store::durability::sync;

@@ -181,7 +181,7 @@ private:
   std::string scratch_;
   std::unordered_set<uint64_t> broken_chains_; // chains whose last batch failed (write_batch::chain)
   size_t reserved_end_ = 0;    // data file bytes with disk blocks reserved
-  bool reserve_enabled_ = true; // false on file systems without fallocate
+  bool reserve_enabled_ = true; // false once writing the reserve failed other than for space
 
   std::atomic<log_position> last_durable_{0};
   std::atomic<bool> failed_{false};

@@ -154,6 +154,39 @@ TEST_CASE("a full file system fails writes with no_space and they succeed once f
   CHECK(count_stream(s, 2) == 20);
 }
 
+TEST_CASE("the data file is zero-filled a reservation step ahead of LMDB's pages, and LMDB writes over the zeros") {
+  temp_dir dir;
+  metrics::registry m;
+  auto o = test_options(dir.sub("data"));
+  o.disk_reserve_bytes = size_t{1} << 20;
+  auto file = dir.sub("data") + "/data.mdb";
+  size_t size = 0;
+  {
+    node_store s(o, m);
+    REQUIRE(commit_now(s, messages(1, 1, 20, 200)).status == write_status::durable);
+    // A few pages of data, then zeros up to a full step: the blocks exist and lie within the
+    // file's size, so a commit that writes there has no metadata for its fdatasync to journal.
+    size = std::filesystem::file_size(file);
+    CHECK(size >= o.disk_reserve_bytes);
+    std::ifstream in(file, std::ios::binary);
+    std::string tail(size_t{512} << 10, 'x');
+    in.seekg(static_cast<std::streamoff>(size - tail.size()));
+    REQUIRE(in.read(tail.data(), static_cast<std::streamsize>(tail.size())));
+    CHECK(tail.find_first_not_of('\0') == std::string::npos);
+  }
+  // Reopened with the zeros behind its last page, LMDB grows into them and past them.
+  {
+    node_store s(o, m);
+    CHECK(count_stream(s, 1) == 20);
+    for (int b = 0; b < 30; ++b)
+      REQUIRE(commit_now(s, messages(2, 1 + 100 * b, 100, 400)).status == write_status::durable);
+  }
+  CHECK(std::filesystem::file_size(file) > size + o.disk_reserve_bytes); // 1.2 MB of messages later
+  node_store s(o, m);
+  CHECK(count_stream(s, 1) == 20);
+  CHECK(count_stream(s, 2) == 3000);
+}
+
 TEST_CASE("an ENOSPC from the commit fails that batch only and the next write succeeds") {
   temp_dir dir;
   metrics::registry m;

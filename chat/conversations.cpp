@@ -14,11 +14,6 @@ namespace {
 
 uint64_t nonce_key(user_id from, std::string_view nonce) { return key_hash(nonce) ^ mix64(from + 0x9e3779b97f4a7c15ULL); }
 
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 } // namespace
 
 conversation_shard::conversation_shard(shard_context<view>& ctx, chat_core& core) : ctx_(ctx), core_(core) {
@@ -54,14 +49,14 @@ conversation_shard::conv_state* conversation_shard::load(conversation_id c, cons
   return &s;
 }
 
-void conversation_shard::touch(conv_state& s) {
-  ctx_.wheel().arm(s.idle, core_.time().now() + core_.options().conversations.idle_evict);
+void conversation_shard::touch(conv_state& s, time_point now) {
+  ctx_.wheel().arm(s.idle, now + core_.options().conversations.idle_evict);
 }
 
 void conversation_shard::on_idle(timer&, void* state) {
   auto& s = *static_cast<conv_state*>(state);
   if (!s.in_flight.empty() || !s.queued.empty())
-    return s.shard->touch(s); // still writing: look again later
+    return s.shard->touch(s, s.shard->core_.time().now()); // still writing: look again later
   s.shard->core_.evicted().inc();
   if (s.chain_broken) {
     // Nothing of the chain is in flight: an empty batch restarts it, so the store forgets it
@@ -88,7 +83,7 @@ void conversation_shard::handle(conv_ops::send& m) {
   auto* s = load(m.conversation, m.sink, m.ref);
   if (!s)
     return;
-  touch(*s);
+  touch(*s, m.received); // the gateway's clock reading: a few microseconds old at most
   auto key = nonce_key(m.from, m.nonce);
   if (auto it = s->nonces.find(key); it != s->nonces.end()) {
     // A retry: answer with the original message, never create a second one.
@@ -118,7 +113,7 @@ void conversation_shard::handle(conv_ops::send& m) {
   o.seq = s->next_seq++;
   o.msg.id = core_.ids().next();
   o.msg.from = m.from;
-  o.msg.time_ms = now_ms();
+  o.msg.time_ms = static_cast<int64_t>(id_generator::time_ms(o.msg.id)); // the id's own clock reading
   o.msg.nonce = std::move(m.nonce);
   o.msg.body = std::move(m.body);
   o.waiters.push_back({std::move(m.sink), std::move(m.ref)});
@@ -141,8 +136,11 @@ void conversation_shard::maybe_submit(conversation_id c, conv_state& s) {
   msgs->reserve(s.queued.size());
   for (auto& o : s.queued) {
     wb.append(c, o.seq, o.msg.encode());
-    // The first waiter stays here too: if the batch fails, this shard tells it to retry.
-    msgs->push_back({std::make_shared<durable_message>(durable_message{0, c, o.seq, o.msg, o.received}), o.waiters.front()});
+    // The body moves on with the message: from here this shard needs only its identity (a
+    // retry's answer, the nonce window). The first waiter stays here too: if the batch fails,
+    // this shard tells it to retry.
+    message_record rec{o.msg.id, o.msg.from, o.msg.time_ms, o.msg.nonce, std::move(o.msg.body)};
+    msgs->push_back({std::make_shared<durable_message>(durable_message{0, c, o.seq, std::move(rec), o.received}), o.waiters.front()});
   }
   auto& b = s.in_flight.emplace_back();
   b.msgs.swap(s.queued);

@@ -122,8 +122,8 @@ private:
 
   void handle(conv_ops::send& m);
   void handle(conv_ops::committed& m);
-  /// Marks a use: pushes the conversation's eviction deadline to now + idle_evict.
-  void touch(conv_state& s);
+  /// Marks a use at `now`: pushes the conversation's eviction deadline to now + idle_evict.
+  void touch(conv_state& s, time_point now);
   static void on_idle(timer& t, void* state);
   conv_state* load(conversation_id c, const sink_ptr& sink, const std::string& ref);
   void remember(conv_state& s, uint64_t key, nonce_info info);

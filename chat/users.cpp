@@ -243,7 +243,12 @@ void user_shard::handle(user_ops::deliver& m) {
   applied_max_ = std::max(applied_max_, m.m->log_position);
   bool fresh = apply_deliver(m.user, s, m.m);
   auto& msg = *m.m;
-  auto since_send = [&] { return static_cast<uint64_t>(std::max<int64_t>(0, (core_.time().now() - msg.received).count())); };
+  std::optional<uint64_t> since_send; // one clock reading for both latency series
+  auto latency = [&] {
+    if (!since_send)
+      since_send = static_cast<uint64_t>(std::max<int64_t>(0, (core_.time().now() - msg.received).count()));
+    return *since_send;
+  };
   // The session that sent the message already has it: its `stored` carries the inbox_seq in
   // place of a copy (the user's other sessions get the copy). A session still in its resume
   // replay gets the entry from `pending` in order, so its `stored` goes without one.
@@ -252,7 +257,7 @@ void user_shard::handle(user_ops::deliver& m) {
     for (auto& d : s.sessions)
       if (d.sink == m.origin.sink && !d.replaying)
         origin = &d;
-    core_.send_to_stored().observe(since_send());
+    core_.send_to_stored().observe(latency());
     m.origin.sink->push(proto::encode_stored(m.origin.ref, msg.conversation, msg.seq, msg.msg.id, msg.msg.nonce,
                                              fresh && origin ? s.rec.last_inbox_seq : 0));
   }
@@ -264,7 +269,7 @@ void user_shard::handle(user_ops::deliver& m) {
       continue;
     if (frame.empty()) {
       if (m.user != msg.msg.from)
-        core_.send_to_deliver().observe(since_send());
+        core_.send_to_deliver().observe(latency());
       frame = proto::encode_deliver(
         {s.rec.last_inbox_seq, msg.conversation, msg.seq, msg.msg.id, msg.msg.from, msg.msg.nonce, msg.msg.body});
     }

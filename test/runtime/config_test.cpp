@@ -92,7 +92,7 @@ TEST_CASE("unknown keys are rejected wherever they come from") {
   CHECK_THROWS_WITH_AS(f.load({"--config=" + path}), doctest::Contains("unknown configuration key 'http.prot'"), config_error);
   std::remove(path.c_str());
   fixture g;
-  g.env["AGNER_HTTP_PROT"] = "1";
+  g.env.emplace("AGNER_HTTP_PROT", "1");
   CHECK_THROWS_WITH_AS(g.load({}), doctest::Contains("unknown variable AGNER_HTTP_PROT"), config_error);
 }
 

@@ -3,6 +3,7 @@
 // timers must fire in the same advance call and at the same tick, and the counters must agree.
 // AGNER_TEST_LONG=1 runs twenty-five times more operations.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
@@ -317,7 +318,7 @@ private:
                         std::to_string(expected_.size());
       for (size_t i = 0; i < std::max(fired_.size(), expected_.size()); ++i) {
         auto show = [](auto& v, size_t i) {
-          return i < v.size() ? "(" + std::to_string(v[i].first) + "@" + std::to_string(v[i].second) + ")" : "-";
+          return i < v.size() ? fmt::format("({}@{})", v[i].first, v[i].second) : std::string("-");
         };
         if (i >= fired_.size() || i >= expected_.size() || fired_[i] != expected_[i]) {
           msg += "; first difference: wheel " + show(fired_, i) + " model " + show(expected_, i);

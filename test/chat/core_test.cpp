@@ -195,6 +195,56 @@ TEST_CASE("the sending session gets its inbox_seq in stored, the sender's other 
   CHECK(replay[0].at("body").as_string() == "m3");
 }
 
+TEST_CASE("a session still receiving its resume replay gets its own message from the replay, in order, once") {
+  fixture f([](chat_options& o) { o.users.replay_page_bytes = 1; }); // one entry per page
+  /// Holds the replay's "ready for more" until the test releases it.
+  struct paused_sink : frames_sink {
+    std::mutex mu;
+    std::function<void()> more;
+    void replay_paused(std::function<void()> ask_more) override {
+      std::lock_guard lock(mu);
+      more = std::move(ask_more);
+    }
+    bool release() {
+      std::function<void()> f;
+      {
+        std::lock_guard lock(mu);
+        f.swap(more);
+      }
+      if (f)
+        f();
+      return static_cast<bool>(f);
+    }
+  };
+  auto alice = f.core->create_user("alice");
+  auto bob = f.core->create_user("bob");
+  auto first = f.attach(alice, "phone"); // registers the device
+  f.core->detach(alice, "phone", first);
+  auto b = f.attach(bob, "phone");
+  for (int i = 1; i <= 3; ++i)
+    f.core->send(bob, alice, fmt::format("b{}", i), fmt::format("from bob {}", i), b, "s");
+  REQUIRE(b->wait_for("stored", 3).size() == 3);
+  // Alice comes back: the replay of 1..3 stops after its first page.
+  auto a = std::make_shared<paused_sink>();
+  f.core->attach(alice, "phone", std::nullopt, a, "r");
+  REQUIRE(a->wait_for("deliver", 1).size() == 1);
+  REQUIRE(f.eventually([&] { std::lock_guard lock(a->mu); return static_cast<bool>(a->more); }));
+  // Her send meanwhile is stored as entry 4, which she must get after 2 and 3.
+  f.core->send(alice, bob, "a1", "from alice", a, "mine");
+  auto stored = a->wait_for("stored", 1);
+  REQUIRE(stored.size() == 1);
+  CHECK_FALSE(stored[0].contains("inbox_seq"));
+  for (int i = 0; i < 10 && a->wait_for("deliver", 4, std::chrono::milliseconds(20)).size() < 4; ++i)
+    a->release();
+  auto got = a->wait_for("deliver", 4);
+  REQUIRE(got.size() == 4);
+  for (size_t k = 0; k < 4; ++k)
+    CHECK(got[k].at("inbox_seq").as_string() == std::to_string(k + 1));
+  CHECK(got[3].at("body").as_string() == "from alice");
+  a->release();
+  CHECK(a->wait_for("deliver", 5, std::chrono::milliseconds(100)).size() == 4); // once
+}
+
 TEST_CASE("a crash in the middle of a checkpoint walk loses no inbox entry and duplicates none") {
   // One user per 50 ms tick and shard: a walk of ~20 users takes ~1 s, long enough to crash in.
   fixture f([](chat_options& o) {

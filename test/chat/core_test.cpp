@@ -1,15 +1,13 @@
 // The chat core without a gateway: sessions are sinks that keep the frames they get, and a crash
 // is the core stopping without its final checkpoint, then a new core on the same store.
 #include "chat/core.hpp"
-#include "runtime/node.hpp"
+#include "test/chat/chat_test_support.hpp"
 #include "test/runtime/store/store_test_support.hpp"
 
-#include <boost/asio/post.hpp>
 #include <boost/json/parse.hpp>
 #include <doctest/doctest.h>
 
 #include <condition_variable>
-#include <filesystem>
 #include <thread>
 
 using namespace agner;
@@ -49,40 +47,16 @@ private:
   std::vector<json::object> frames_;
 };
 
-struct fixture {
-  std::string dir;
-  std::unique_ptr<node> nd;
-  std::unique_ptr<store::node_store> st;
+struct fixture : chat::test::node_with_store {
   std::unique_ptr<chat_core> core;
-  chat_options co;
 
-  explicit fixture(std::function<void(chat_options&)> tweak, store::store_hooks hooks = {}) {
-    dir = (std::filesystem::temp_directory_path() / ("agner-core-" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(dir);
-    node_options no;
-    no.scheduler_threads = 2;
-    no.io_threads = 1;
-    no.log_level = "warn";
-    nd = std::make_unique<node>(no);
-    store::store_options so;
-    so.data_dir = dir;
-    so.map_size_bytes = size_t{256} << 20;
-    st = std::make_unique<store::node_store>(so, nd->metrics(), std::move(hooks));
-    co.user_shards = 2;
-    co.conversation_shards = 2;
-    co.homes.push_back([io = &nd->io(0)](std::function<void()> f) { boost::asio::post(*io, std::move(f)); });
+  explicit fixture(std::function<void(chat_options&)> tweak, store::store_hooks hooks = {})
+      : node_with_store("core", std::move(hooks)) {
     tweak(co);
     nd->start(false);
     start_core();
   }
-  ~fixture() {
-    core.reset();
-    st.reset();
-    nd->request_stop();
-    nd->wait();
-    nd.reset();
-    std::filesystem::remove_all(dir);
-  }
+  ~fixture() { core.reset(); }
 
   void start_core() { core = std::make_unique<chat_core>(nd->system(), *st, nd->metrics(), co, [](const std::string&) {}); }
   /// Everything not yet checkpointed is lost, as in a crash; what the store holds stays.

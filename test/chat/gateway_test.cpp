@@ -1,6 +1,7 @@
 // The gateway's protocol over Beast's in-memory test stream: a real chat core, store and timer
 // wheels, no sockets. The client side is a synchronous Beast WebSocket client on the test thread.
 #include "chat/chat_node.hpp"
+#include "test/chat/chat_test_support.hpp"
 #include "test/runtime/store/store_test_support.hpp"
 
 #include <boost/beast/_experimental/test/stream.hpp>
@@ -9,7 +10,6 @@
 #include <boost/json/parse.hpp>
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <thread>
 
 using namespace agner;
@@ -20,37 +20,17 @@ namespace json = boost::json;
 
 namespace {
 
-struct fixture {
-  std::string dir;
-  std::unique_ptr<node> nd;
-  std::unique_ptr<store::node_store> st;
+struct fixture : chat::test::node_with_store {
   std::unique_ptr<token_signer> tokens;
   std::unique_ptr<chat_core> core;
   std::unique_ptr<http_server> http;
   std::unique_ptr<gateway> gw;
 
   explicit fixture(gateway_options gopts = {}, std::chrono::milliseconds idle_evict = std::chrono::seconds(60),
-                   store::store_hooks hooks = {}, std::function<void(chat_options&)> tweak = {}) {
-    dir = (std::filesystem::temp_directory_path() / ("agner-gw-" + std::to_string(::getpid()) + "-" +
-                                                      std::to_string(reinterpret_cast<uintptr_t>(this))))
-            .string();
-    std::filesystem::remove_all(dir);
-    node_options no;
-    no.scheduler_threads = 2;
-    no.io_threads = 1;
-    no.log_level = "warn";
-    nd = std::make_unique<node>(no);
-    store::store_options so;
-    so.data_dir = dir;
-    so.map_size_bytes = size_t{256} << 20;
-    st = std::make_unique<store::node_store>(so, nd->metrics(), std::move(hooks));
+                   store::store_hooks hooks = {}, std::function<void(chat_options&)> tweak = {})
+      : node_with_store("gw", std::move(hooks)) {
     tokens = std::make_unique<token_signer>(std::string(32, 's'));
-    chat_options co;
-    co.user_shards = 2;
-    co.conversation_shards = 2;
     co.conversations.idle_evict = idle_evict;
-    // As agner-node runs them: the shards on the I/O thread.
-    co.homes.push_back([io = &nd->io(0)](std::function<void()> f) { boost::asio::post(*io, std::move(f)); });
     if (tweak)
       tweak(co);
     core = std::make_unique<chat_core>(nd->system(), *st, nd->metrics(), co, [](const std::string&) {});
@@ -66,11 +46,6 @@ struct fixture {
     http.reset();
     core->stop();
     core.reset();
-    st.reset();
-    nd->request_stop();
-    nd->wait();
-    nd.reset();
-    std::filesystem::remove_all(dir);
   }
 
   std::string token_for(std::string_view name) {

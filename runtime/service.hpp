@@ -303,10 +303,13 @@ public:
 
   /// Stops every lane actor and, if `wait`, blocks until they are gone (pass false under CAF's
   /// deterministic test scheduler, which runs actors only when told). Queued messages are
-  /// dropped: the caller drains first if it needs to (the node's stop order does).
+  /// dropped: the caller drains first if it needs to (the node's stop order does). Casts that
+  /// other threads make meanwhile or later (a store completion) are dropped too: the shards'
+  /// handles stay until the service is destroyed, so a cast never meets a freed shard.
   void stop(bool wait = true) {
-    if (writers_.empty())
+    if (stopped_)
       return;
+    stopped_ = true;
     if (!opts_.homes.empty())
       stop_homes();
     for (auto& a : writers_)
@@ -320,11 +323,8 @@ public:
       for (auto& a : readers_)
         self->wait_for(a);
     }
-    writers_.clear();
-    readers_.clear();
     for (auto& c : cores_)
       c->ctx.self_ = nullptr; // breaks the core -> actor handle cycle
-    cores_.clear();
   }
 
 private:
@@ -565,6 +565,7 @@ private:
   std::vector<std::shared_ptr<shard_core>> cores_;
   std::vector<caf::actor> writers_;
   std::vector<caf::actor> readers_;
+  bool stopped_ = false; ///< stop() ran (it is called from one thread: the owner's)
   int64_t check_mask_ = 0;
 };
 

@@ -530,3 +530,39 @@ TEST_CASE("on home loops, delayed casts and per-key timers run on the home loop;
   CHECK(log.count.load() == at_stop);
   svc.reset();
 }
+
+TEST_CASE("casts from another thread while the service stops, and after it, are dropped safely") {
+  // As the store's writer does: a completion can cast into a service that its owner is stopping.
+  for (bool homed : {true, false}) {
+    CAPTURE(homed);
+    real_system rs;
+    home_loops homes(1);
+    durable d;
+    service_options o;
+    o.shards = 4;
+    if (homed)
+      o.homes = homes.posters();
+    auto svc = std::make_unique<service<kv_shard>>(
+      *rs.sys, o, [&d](auto& ctx) { return std::make_unique<kv_shard>(ctx, d); }, nullptr);
+    std::atomic<bool> done{false};
+    std::atomic<int64_t> casts{0};
+    auto deadline = std::chrono::steady_clock::now() + 20s; // bounds the run if something hangs
+    std::thread producer([&] {
+      for (int64_t i = 0; !done.load() && std::chrono::steady_clock::now() < deadline; ++i) {
+        svc->cast(uint64_t(i % 64), {uint64_t(i % 64), i});
+        casts.store(i + 1);
+      }
+    });
+    while (casts.load() < 1000)
+      std::this_thread::yield();
+    svc->stop();
+    auto at_stop = casts.load();
+    // It goes on casting into the stopped service.
+    while (casts.load() < at_stop + 1000 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    done = true;
+    producer.join();
+    CHECK(casts.load() > at_stop);
+    svc.reset();
+  }
+}

@@ -9,7 +9,9 @@
 //         Counted: deliveries to the recipient (copies to the sender's other devices, if it had
 //         any, would not count; the sending connection gets `stored` with the inbox_seq instead
 //         of a copy). Latency: send -> recipient deliver.
-//   rate  chat at a fixed total rate (--rate, default half the measured chat max): p99 at half load.
+//   rate  chat at a fixed total rate (--rate, default half the measured chat max): p99 at half load;
+//         the echo peer is paced at the same rate in windows interleaved with chat's, so the run
+//         also shows what the box gives a naive server's round trip at that load.
 //   idle  --idle-conns identified idle connections to the node, then to the echo server: RSS and
 //         C++ heap per connection, with the heap broken down by allocation size.
 //   all   echo and chat windows interleaved (--repeats each), then rate, then idle.
@@ -256,7 +258,9 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
   int reps = o.repeats > 0 ? o.repeats : bench::repeats(5);
   std::optional<node_proc> echo, node;
   std::unique_ptr<group> ge, gc;
-  if (do_echo) {
+  // The paced run drives the echo peer at the same rate too: what a naive server's round trip
+  // looks like at that load on this box, beside the chat latency.
+  if (do_echo || do_rate) {
     echo = start_echo(o, false, "echo");
     ge = cl.open(kind::echo, "echo", echo->port, o.conns, 1, "", 64, 30);
     ge->window = o.window;
@@ -278,7 +282,7 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
              o.conns, o.window, o.threads, reps, o.seconds, o.warmup, o.node_io_threads);
   std::vector<double> es, cs;
   for (int r = 0; r < reps; ++r) {
-    if (ge) {
+    if (ge && do_echo) {
       es.push_back(cl.run_window(*ge, o.warmup, o.seconds));
       fmt::print("  window {}: echo {:.0f}/s\n", r + 1, es.back());
     }
@@ -290,7 +294,7 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
     std::fflush(stdout);
   }
   std::optional<bench::result> er, cr;
-  if (ge) {
+  if (ge && do_echo) {
     er = bench::from_samples(fmt::format("ws echo (Beast), {} conns x{}", o.conns, o.window), es, "msgs/s");
     bench::report(*er);
   }
@@ -305,7 +309,7 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
       fmt::print("{:<44} median {:>9.2f} us  [{:.2f} .. {:.2f}]  (user+system CPU of the server process / counted messages)\n",
                  c.name, c.median(), c.min(), c.max());
     }
-  if (ge)
+  if (ge && do_echo)
     print_latency("echo round trip", ge->lat);
   if (gc && do_chat)
     print_latency("chat send->recipient deliver (max load)", gc->lat);
@@ -314,14 +318,29 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
     if (rate <= 0)
       throw std::runtime_error("--mode rate needs --rate");
     gc->lat.reset();
-    std::vector<double> rs;
+    if (ge)
+      ge->lat.reset();
+    std::vector<double> rs, res;
     constexpr std::string_view node_series = "agner_chat_send_to_deliver_seconds";
     auto before = scrape_histogram(node->port, node_series);
-    for (int r = 0; r < reps; ++r)
+    for (int r = 0; r < reps; ++r) {
+      // Interleaved like the throughput windows; the node's histogram also sees its idle time
+      // during the echo windows, which adds nothing to it.
+      if (ge) {
+        fmt::print("  echo, paced:\n");
+        res.push_back(cl.run_paced(*ge, rate, o.warmup, o.seconds));
+        fmt::print("  chat, paced:\n");
+      }
       rs.push_back(cl.run_paced(*gc, rate, o.warmup, o.seconds));
+    }
     auto after = scrape_histogram(node->port, node_series);
     auto rr = bench::from_samples(fmt::format("chat delivered at target {:.0f}/s", rate), rs, "msgs/s");
     bench::report(rr, cr ? &*cr : nullptr);
+    if (ge) {
+      auto er2 = bench::from_samples(fmt::format("echo at target {:.0f}/s", rate), res, "msgs/s");
+      bench::report(er2);
+      print_latency(fmt::format("echo round trip @{:.0f}/s", rate), ge->lat);
+    }
     print_latency(fmt::format("chat send->recipient deliver @{:.0f}/s", rate), gc->lat);
     // The part of it inside the node's chat core; the rest is the two sockets, the two I/O
     // threads and the load client.

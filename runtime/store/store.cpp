@@ -349,12 +349,21 @@ int node_store::reserve_disk(size_t estimate) {
   // here, as ENOSPC, before LMDB writes a page, and fails only this commit.
   if (!reserve_enabled_)
     return 0;
-  size_t need = std::min(env_->used_bytes() + estimate, env_->map_size());
-  if (need <= reserved_end_)
+  size_t limit = env_->map_size();
+  size_t need = std::min(env_->used_bytes() + estimate, limit);
+  size_t lead = std::min(need + options_.disk_reserve_bytes, limit);
+  if (lead <= reserved_end_)
     return 0;
-  size_t want = std::min(need + options_.disk_reserve_bytes, env_->map_size());
+  // This commit's fdatasync writes back whatever zeros are written here, so the lead grows by
+  // at most one step per commit (past what the commit itself needs): a whole 8 MiB lead at once
+  // held its commit ~20 ms, and every send queued behind it. The first reservation after open
+  // takes the whole lead.
+  size_t want = reserved_end_ == 0 ? lead
+                                   : std::min(std::max(need, reserved_end_) + options_.disk_reserve_step_bytes, lead);
   int rc = env_->reserve(reserved_end_, want);
-  if (lmdb::is_no_space(rc)) {
+  if (lmdb::is_no_space(rc) && want > need) {
+    if (need <= reserved_end_)
+      return 0; // this commit fits; the disk is full beyond it, which a later commit will meet
     want = need;
     rc = env_->reserve(reserved_end_, want);
   }

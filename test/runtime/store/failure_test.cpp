@@ -187,6 +187,34 @@ TEST_CASE("the data file is zero-filled a reservation step ahead of LMDB's pages
   CHECK(count_stream(s, 2) == 3000);
 }
 
+TEST_CASE("after the first reservation, each commit extends the zeros by at most one step") {
+  // The commit's fdatasync writes the zeros back, so topping up the lead in small steps keeps any
+  // one commit from waiting for megabytes of them.
+  temp_dir dir;
+  metrics::registry m;
+  auto o = test_options(dir.sub("data"));
+  o.disk_reserve_bytes = size_t{2} << 20;
+  o.disk_reserve_step_bytes = size_t{64} << 10;
+  o.index_batch_entries = 1 << 20; // no index slices between the commits watched here
+  o.index_idle_ms = std::chrono::milliseconds(600'000);
+  auto file = dir.sub("data") + "/data.mdb";
+  node_store s(o, m);
+  REQUIRE(commit_now(s, messages(1, 1, 10, 200)).status == write_status::durable);
+  size_t first = std::filesystem::file_size(file);
+  CHECK(first >= o.disk_reserve_bytes); // the first one takes the whole lead
+  size_t last = first, grew = 0;
+  for (int b = 0; b < 60; ++b) {
+    REQUIRE(commit_now(s, messages(2, 1 + 100 * b, 100, 400)).status == write_status::durable);
+    size_t now = std::filesystem::file_size(file);
+    CHECK(now - last <= o.disk_reserve_step_bytes);
+    grew += now > last;
+    last = now;
+  }
+  CHECK(grew > 10);      // 2.4 MB of messages: the lead kept up, step by step
+  CHECK(last > first + o.disk_reserve_bytes / 2);
+  CHECK(count_stream(s, 2) == 6000);
+}
+
 TEST_CASE("an ENOSPC from the commit fails that batch only and the next write succeeds") {
   temp_dir dir;
   metrics::registry m;

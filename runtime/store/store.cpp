@@ -63,6 +63,9 @@ constexpr size_t pages_per_random_write = 4;
 // Slack for branch pages and the free list LMDB writes at commit.
 constexpr size_t commit_slack_bytes = 256 << 10;
 constexpr size_t page_bytes = 4096;
+/// Index leaves (changes of stream) one group commit's share of the index may touch: ~256 KiB
+/// more for its fdatasync at worst.
+constexpr size_t index_leaves_per_commit = 64;
 
 // Retrying a failed group in halves stops after this depth: 2^12 batches is above any group size.
 constexpr int split_depth_max = 12;
@@ -92,7 +95,8 @@ node_store::node_store(store_options options, metrics::registry& m, store_hooks 
     queue_wait_ns_(m.make_histogram("agner_store_queue_wait_seconds", "Time a write batch waits in the writer's queue before its group commit begins", {}, 1e-9)),
     commit_ns_(m.make_histogram("agner_store_commit_seconds", "Time from transaction begin to durable commit", {}, 1e-9)),
     commit_writes_(m.make_histogram("agner_store_commit_writes", "Writes per group commit")),
-    index_slice_ns_(m.make_histogram("agner_store_index_slice_commit_seconds", "Time to commit one slice of the on-disk index", {}, 1e-9)),
+    index_slice_ns_(m.make_histogram("agner_store_index_slice_commit_seconds", "Time to commit one slice of the on-disk index in a transaction of its own", {}, 1e-9)),
+    index_carried_(m.make_counter("agner_store_index_entries_in_commits_total", "On-disk index entries written inside group commits")),
     queue_bytes_gauge_(m.make_gauge("agner_store_queue_bytes", "Bytes submitted and not yet taken by the writer")),
     index_pending_(m.make_gauge("agner_store_index_pending", "Appends durable in the log but not yet in the on-disk index")),
     broken_chains_gauge_(m.make_gauge("agner_store_broken_chains", "Chains whose batches fail unwritten until one restarts the chain")) {
@@ -249,7 +253,7 @@ void node_store::writer_loop() {
       std::unique_lock lk(mu_);
       auto has_work = [this] { return !queue_.empty() || stopping_; };
       if (!pending_->frozen().empty())
-        cv_.wait_until(lk, index_retry_after_, has_work);
+        cv_.wait_until(lk, std::max(index_retry_after_, last_commit_ + options_.index_slice_quiet_ms), has_work);
       else if (pending_->active_size() > 0)
         cv_.wait_until(lk, last_freeze_ + options_.index_idle_ms, has_work);
       else
@@ -293,7 +297,10 @@ void node_store::writer_loop() {
       frozen_done_ = 0;
       last_freeze_ = now;
     }
-    if (!pending_->frozen().empty() && now >= index_retry_after_)
+    // Under load the group commits carry the frozen generation (commit_some); a slice of its own
+    // runs once no commit came for a while, or when the next generation filled up meanwhile.
+    if (!pending_->frozen().empty() && now >= index_retry_after_ &&
+        (now >= last_commit_ + options_.index_slice_quiet_ms || pending_->active_size() >= options_.index_batch_entries))
       write_index_slice();
     if (failed_.load(std::memory_order_acquire))
       return;
@@ -322,8 +329,65 @@ void node_store::run_group(std::vector<queued>& group) {
     }
     ptrs.push_back(&q);
   }
-  if (!ptrs.empty())
-    commit_some(ptrs.data(), ptrs.size());
+  if (!ptrs.empty()) {
+    size_t appends = 0;
+    for (auto* q : ptrs)
+      appends += q->batch.appends();
+    commit_some(ptrs.data(), ptrs.size(), index_share(appends));
+    last_commit_ = std::chrono::steady_clock::now();
+  }
+}
+
+size_t node_store::index_share(size_t appends) const {
+  // The next entries of the frozen generation: index_entries_per_append for each append the
+  // commit carries, so the index keeps pace with the log (the frozen generation is written before
+  // the active one is half full) and a commit's share grows with the commit. Bounded by the index
+  // leaves they may dirty: sorted entries of one stream share leaves, so each change of stream
+  // counts as one; a million one-message conversations give each commit index_leaves_per_commit.
+  const auto& frozen = pending_->frozen();
+  if (frozen.empty() || std::chrono::steady_clock::now() < index_retry_after_)
+    return frozen_done_;
+  size_t share = std::max<size_t>(appends * options_.index_entries_per_append, index_leaves_per_commit);
+  size_t end = std::min(frozen.size(), frozen_done_ + share);
+  size_t leaves = 1;
+  for (size_t i = frozen_done_ + 1; i < end; ++i)
+    if (frozen[i].stream != frozen[i - 1].stream && ++leaves > index_leaves_per_commit)
+      return i;
+  return end;
+}
+
+int node_store::put_index(lmdb::txn& t, size_t end) {
+  const auto& frozen = pending_->frozen();
+  // Sorted keys: consecutive puts land in the same leaf, so a slice dirties each page once.
+  lmdb::cursor c(t, dbs_.index);
+  for (size_t i = frozen_done_; i < end; ++i) {
+    index_key k(frozen[i].stream, frozen[i].seq);
+    scratch_.clear();
+    encode_u64_value(scratch_, frozen[i].pos);
+    if (int rc = c.put(k.view(), scratch_))
+      return rc;
+  }
+  if (end < frozen.size())
+    return 0;
+  scratch_.clear();
+  encode_u64_value(scratch_, frozen_through_);
+  return t.put(dbs_.meta, meta_indexed_key, scratch_);
+}
+
+void node_store::index_written(size_t end) {
+  index_pending_.add(-static_cast<int64_t>(end - frozen_done_));
+  frozen_done_ = end;
+  if (end == pending_->frozen().size()) {
+    pending_->clear_frozen();
+    indexed_through_ = frozen_through_;
+  }
+}
+
+void node_store::index_retry_later(int rc) {
+  // The index is derived from the log: keep it in memory and try again later.
+  (lmdb::is_no_space(rc) ? no_space_errors_ : map_full_errors_).inc();
+  log::warn("store", "index entries not written ({}); retrying in 1 s", lmdb::describe(rc));
+  index_retry_after_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
 }
 
 void node_store::complete(queued& q, const commit_result& r) {
@@ -378,8 +442,9 @@ int node_store::reserve_disk(size_t estimate) {
   return rc;
 }
 
-int node_store::try_commit(queued** first, size_t n, std::vector<log_position>& firsts) {
-  size_t estimate = commit_slack_bytes;
+int node_store::try_commit(queued** first, size_t n, std::vector<log_position>& firsts, size_t index_end) {
+  // Worst case every index entry lands in its own leaf.
+  size_t estimate = commit_slack_bytes + (index_end - frozen_done_) * page_bytes;
   for (size_t i = 0; i < n; ++i) {
     const auto& b = first[i]->batch;
     estimate += 2 * b.bytes() + (b.size() - b.appends()) * pages_per_random_write * page_bytes;
@@ -420,17 +485,32 @@ int node_store::try_commit(queued** first, size_t n, std::vector<log_position>& 
         return rc; // the transaction aborts as `t` goes out of scope
     }
   }
+  if (index_end > frozen_done_)
+    if (int rc = put_index(t, index_end))
+      return rc;
   return finish(t);
 }
 
-bool node_store::commit_some(queued** first, size_t n) {
+bool node_store::commit_some(queued** first, size_t n, size_t index_end) {
   auto t0 = std::chrono::steady_clock::now();
   log_position saved = next_position_;
   std::vector<log_position> firsts;
-  int rc = try_commit(first, n, firsts);
+  int rc = try_commit(first, n, firsts, index_end);
+  if (rc != 0 && index_end > frozen_done_ &&
+      (lmdb::is_map_full(rc) || lmdb::is_no_space(rc) || lmdb::is_txn_full(rc))) {
+    // The index share must never cost the writes their commit: again without it.
+    index_retry_later(rc);
+    index_end = frozen_done_;
+    next_position_ = saved;
+    rc = try_commit(first, n, firsts, index_end);
+  }
   if (rc == 0) {
     commit_ns_.observe(elapsed_ns(t0));
     commits_.inc();
+    if (index_end > frozen_done_) {
+      index_carried_.inc(index_end - frozen_done_);
+      index_written(index_end);
+    }
     size_t writes = 0, appends = 0;
     std::vector<pending_index::entry> entries;
     for (size_t i = 0; i < n; ++i) {
@@ -459,8 +539,8 @@ bool node_store::commit_some(queued** first, size_t n) {
       // Find the longest prefix that fits; what was queued behind a failed batch fails with it, so
       // a producer never sees a later batch durable after an earlier one failed in the same group.
       size_t half = n / 2;
-      if (commit_some(first, half))
-        return commit_some(first + half, n - half);
+      if (commit_some(first, half, frozen_done_))
+        return commit_some(first + half, n - half, frozen_done_);
       for (size_t i = half; i < n; ++i)
         complete(*first[i], {lmdb::is_map_full(rc)   ? write_status::map_full
                              : lmdb::is_no_space(rc) ? write_status::no_space
@@ -503,28 +583,14 @@ void node_store::fail_fatal(const std::string& reason, queued** first, size_t n)
 }
 
 bool node_store::write_index_slice() {
-  const auto& frozen = pending_->frozen();
-  size_t end = std::min(frozen.size(), frozen_done_ + options_.index_slice_entries);
+  size_t end = std::min(pending_->frozen().size(), frozen_done_ + options_.index_slice_entries);
   lmdb::txn t;
   // Worst case every entry lands in its own leaf.
   int rc = reserve_disk(commit_slack_bytes + (end - frozen_done_) * page_bytes);
   if (rc == 0)
     rc = lmdb::txn::write(*env_, t);
-  if (rc == 0) {
-    // Sorted keys: consecutive puts land in the same leaf, so a slice dirties each page once.
-    lmdb::cursor c(t, dbs_.index);
-    for (size_t i = frozen_done_; i < end && rc == 0; ++i) {
-      index_key k(frozen[i].stream, frozen[i].seq);
-      scratch_.clear();
-      encode_u64_value(scratch_, frozen[i].pos);
-      rc = c.put(k.view(), scratch_);
-    }
-    if (rc == 0 && end == frozen.size()) {
-      scratch_.clear();
-      encode_u64_value(scratch_, frozen_through_);
-      rc = t.put(dbs_.meta, meta_indexed_key, scratch_);
-    }
-  }
+  if (rc == 0)
+    rc = put_index(t, end);
   if (rc == 0) {
     // The index is derived from the log: a crash that undoes this transaction costs a re-scan
     // of the log tail at open, nothing more. So it skips the meta page's own sync (LMDB keeps
@@ -539,19 +605,11 @@ bool node_store::write_index_slice() {
     t.abort();
   }
   if (rc == 0) {
-    index_pending_.add(-static_cast<int64_t>(end - frozen_done_));
-    frozen_done_ = end;
-    if (end == frozen.size()) {
-      pending_->clear_frozen();
-      indexed_through_ = frozen_through_;
-    }
+    index_written(end);
     return true;
   }
   if (lmdb::is_map_full(rc) || lmdb::is_no_space(rc) || lmdb::is_txn_full(rc)) {
-    // The index is derived from the log: keep it in memory and try again later.
-    (lmdb::is_no_space(rc) ? no_space_errors_ : map_full_errors_).inc();
-    log::warn("store", "index slice not written ({}); retrying in 1 s", lmdb::describe(rc));
-    index_retry_after_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    index_retry_later(rc);
     return false;
   }
   fail_fatal(fmt::format("index commit failed: {} ({})", lmdb::describe(rc), rc), nullptr, 0);

@@ -145,8 +145,15 @@ private:
   void rebuild_pending_index();
   void writer_loop();
   void run_group(std::vector<queued>& group);
-  bool commit_some(queued** first, size_t n);
-  int try_commit(queued** first, size_t n, std::vector<log_position>& firsts);
+  /// Commits `n` queued batches, with the frozen index entries up to `index_end` (frozen_done_:
+  /// none) in the same transaction.
+  bool commit_some(queued** first, size_t n, size_t index_end);
+  int try_commit(queued** first, size_t n, std::vector<log_position>& firsts, size_t index_end);
+  /// Where the next group commit's share of the frozen index generation ends.
+  size_t index_share(size_t appends) const;
+  int put_index(lmdb::txn& t, size_t end);
+  void index_written(size_t end);
+  void index_retry_later(int rc);
   int finish(lmdb::txn& t);
   int reserve_disk(size_t estimate_bytes);
   bool write_index_slice();
@@ -178,6 +185,7 @@ private:
   log_position frozen_through_ = 0;
   std::chrono::steady_clock::time_point last_freeze_;
   std::chrono::steady_clock::time_point index_retry_after_;
+  std::chrono::steady_clock::time_point last_commit_; // the last group commit's end
   std::string scratch_;
   std::unordered_set<uint64_t> broken_chains_; // chains whose last batch failed (write_batch::chain)
   size_t reserved_end_ = 0;    // data file bytes with disk blocks reserved
@@ -195,6 +203,7 @@ private:
   metrics::histogram& commit_ns_;
   metrics::histogram& commit_writes_;
   metrics::histogram& index_slice_ns_;
+  metrics::counter& index_carried_;
   metrics::gauge& queue_bytes_gauge_;
   metrics::gauge& index_pending_;
   metrics::gauge& broken_chains_gauge_;

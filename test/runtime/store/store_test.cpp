@@ -182,6 +182,8 @@ TEST_CASE("a history page is complete at every moment while the index is written
   auto o = test_options(dir.path());
   o.index_batch_entries = 32;
   o.index_slice_entries = 8;
+  SUBCASE("in slices of its own between the commits") { o.index_slice_quiet_ms = std::chrono::milliseconds(0); }
+  SUBCASE("carried by the commits") { o.index_slice_quiet_ms = std::chrono::hours(1); }
   node_store s(o, m);
   std::atomic<uint64_t> durable_seq{0};
   std::atomic<bool> done{false};
@@ -207,6 +209,82 @@ TEST_CASE("a history page is complete at every moment while the index is written
   done = true;
   reader.join();
   CHECK(bad == 0);
+}
+
+TEST_CASE("under steady commits the group commits carry the index, and it keeps pace with the log") {
+  temp_dir dir;
+  metrics::registry m;
+  auto o = test_options(dir.path());
+  o.index_batch_entries = 64;
+  o.index_slice_quiet_ms = std::chrono::hours(1); // no slice transactions while commits come
+  o.index_idle_ms = std::chrono::hours(1);
+  auto& carried = m.make_counter("agner_store_index_entries_in_commits_total", "");
+  auto& slices = m.make_histogram("agner_store_index_slice_commit_seconds", "", {}, 1e-9);
+  auto& pending = m.make_gauge("agner_store_index_pending", "");
+  {
+    node_store s(o, m);
+    // 10 appends per commit on 5 streams: a generation of 64 freezes every 7 commits and the next
+    // commits carry 20 of its entries each, so it is written before the next one fills.
+    for (uint64_t seq = 1; seq <= 60; ++seq) {
+      write_batch b;
+      for (uint64_t stream = 1; stream <= 5; ++stream) {
+        b.append(stream, 2 * seq - 1, make_payload(stream, 2 * seq - 1, 8));
+        b.append(stream, 2 * seq, make_payload(stream, 2 * seq, 8));
+      }
+      REQUIRE(commit_now(s, std::move(b)).status == write_status::durable);
+      CHECK(pending.value() < 2 * 64);
+    }
+    CHECK(slices.count() == 0);
+    CHECK(carried.value() >= 8 * 64);
+    CHECK(carried.value() + static_cast<uint64_t>(pending.value()) == 600);
+    for (uint64_t stream = 1; stream <= 5; ++stream) {
+      auto page = s.history_before(stream, UINT64_MAX, 200);
+      REQUIRE(page.size() == 120);
+      for (size_t i = 0; i < page.size(); ++i)
+        CHECK(page[i].seq == i + 1);
+    }
+  }
+  // Reopened, what the commits carried is on disk and the rest comes back from the log.
+  node_store s(o, m);
+  for (uint64_t stream = 1; stream <= 5; ++stream)
+    CHECK(s.history_after(stream, 0, 200).size() == 120);
+}
+
+TEST_CASE("a commit whose index share does not fit commits its writes without it") {
+  temp_dir dir;
+  metrics::registry m;
+  auto o = test_options(dir.path());
+  o.index_batch_entries = 64;
+  o.index_slice_quiet_ms = std::chrono::hours(1);
+  o.index_idle_ms = std::chrono::hours(1);
+  std::atomic<int> fail_next{0}, calls{0};
+  store_hooks hooks;
+  hooks.before_commit = [&] {
+    ++calls;
+    return fail_next.exchange(0);
+  };
+  auto& carried = m.make_counter("agner_store_index_entries_in_commits_total", "");
+  auto& no_space = m.make_counter("agner_store_commit_errors_total", "", "kind=\"no_space\"");
+  node_store s(o, m, hooks);
+  auto batch = [](uint64_t first) {
+    write_batch b;
+    for (uint64_t seq = first; seq < first + 10; ++seq)
+      b.append(9, seq, make_payload(9, seq, 8));
+    return b;
+  };
+  for (uint64_t i = 0; i < 7; ++i) // 70 appends: the writer freezes a generation after the 7th
+    REQUIRE(commit_now(s, batch(1 + 10 * i)).status == write_status::durable);
+  CHECK(carried.value() == 0);
+  fail_next = ENOSPC; // the first try, which carries index entries, runs out of disk
+  int before = calls.load();
+  REQUIRE(commit_now(s, batch(71)).status == write_status::durable);
+  CHECK(calls.load() == before + 2);
+  CHECK(no_space.value() == 1);
+  CHECK(carried.value() == 0); // the index waits a second before it tries again
+  s.flush_index();
+  auto page = s.history_after(9, 0, 100);
+  REQUIRE(page.size() == 80);
+  CHECK(page.back().seq == 80);
 }
 
 TEST_CASE("the in-memory index tail is rebuilt from the log when the store reopens") {

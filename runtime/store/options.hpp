@@ -65,9 +65,10 @@ struct store_options {
   /// 4.7-5.2 ms with 4,096), for the same bulk append rate (docs/benchmarks-store.md).
   size_t index_slice_entries = 4'096;
   /// While a sorted batch is being written, each group commit carries this many of its entries per
-  /// append it makes (fewer if they span many streams), in its own transaction: under load the
-  /// index then needs no transactions, and syncs, of its own, and keeps pace with the log. Slices
-  /// of index_slice_entries run only when no commit came for a while or the next batch is full.
+  /// append it makes (at most index_slice_entries, fewer if they span many streams), in its own
+  /// transaction: under load the index then needs no transactions, and syncs, of its own, and
+  /// keeps pace with the log. Slices of index_slice_entries run only when no commit came for a
+  /// while or the next batch is full.
   size_t index_entries_per_append = 2;
   /// No group commit for this long: the writer may spend a transaction of its own on an index slice.
   std::chrono::milliseconds index_slice_quiet_ms{20};

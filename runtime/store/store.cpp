@@ -341,13 +341,15 @@ void node_store::run_group(std::vector<queued>& group) {
 size_t node_store::index_share(size_t appends) const {
   // The next entries of the frozen generation: index_entries_per_append for each append the
   // commit carries, so the index keeps pace with the log (the frozen generation is written before
-  // the active one is half full) and a commit's share grows with the commit. Bounded by the index
+  // the active one is half full) and a commit's share grows with the commit, up to a slice's
+  // worth (a bulk commit carrying 16k entries took 200 ms at times). Bounded by the index
   // leaves they may dirty: sorted entries of one stream share leaves, so each change of stream
   // counts as one; a million one-message conversations give each commit index_leaves_per_commit.
   const auto& frozen = pending_->frozen();
   if (frozen.empty() || std::chrono::steady_clock::now() < index_retry_after_)
     return frozen_done_;
-  size_t share = std::max<size_t>(appends * options_.index_entries_per_append, index_leaves_per_commit);
+  size_t share = std::min(std::max<size_t>(appends * options_.index_entries_per_append, index_leaves_per_commit),
+                          options_.index_slice_entries);
   size_t end = std::min(frozen.size(), frozen_done_ + share);
   size_t leaves = 1;
   for (size_t i = frozen_done_ + 1; i < end; ++i)

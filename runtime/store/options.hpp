@@ -79,9 +79,10 @@ struct store_options {
   /// blocks that exist (docs/storage.md). Larger: fewer reservations; smaller: a full disk is
   /// noticed sooner. 0 reserves only what each commit may need.
   size_t disk_reserve_bytes = size_t{8} << 20;
-  /// How far one commit extends that lead: the commit's fdatasync also writes back the zeros
-  /// (about 0.5 ms plus 2.5 ms per MiB on this project's test disk), so the lead is topped up a
-  /// little per commit instead of 8 MiB at once (~20 ms for that one commit; docs/storage.md).
+  /// How far one commit extends that lead while the lead covers it: the commit's fdatasync also
+  /// writes back the zeros (about 0.5 ms plus 2.5 ms per MiB on this project's test disk), so the
+  /// lead is topped up a little per commit instead of 8 MiB at once (~20 ms for that one commit;
+  /// docs/storage.md). A commit the lead does not cover takes the whole lead.
   size_t disk_reserve_step_bytes = size_t{256} << 10;
   /// `sync` unless a test must show what losing un-flushed commits looks like (see `durability`).
   store::durability durability = store::durability::sync;

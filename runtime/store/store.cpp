@@ -420,12 +420,13 @@ int node_store::reserve_disk(size_t estimate) {
   size_t lead = std::min(need + options_.disk_reserve_bytes, limit);
   if (lead <= reserved_end_)
     return 0;
-  // This commit's fdatasync writes back whatever zeros are written here, so the lead grows by
-  // at most one step per commit (past what the commit itself needs): a whole 8 MiB lead at once
-  // held its commit ~20 ms, and every send queued behind it. The first reservation after open
-  // takes the whole lead.
-  size_t want = reserved_end_ == 0 ? lead
-                                   : std::min(std::max(need, reserved_end_) + options_.disk_reserve_step_bytes, lead);
+  // This commit's fdatasync writes back whatever zeros are written here, so while the lead
+  // covers the commit it grows by one step per commit: a whole 8 MiB lead at once held its commit
+  // ~20 ms, and every send queued behind it. A commit the lead does not cover (the first after
+  // open, or the file growing faster than a step per commit, as when a million devices register)
+  // must write zeros anyway and takes the whole lead, so the next ones do not grow the file, and
+  // journal its new size, one by one.
+  size_t want = need > reserved_end_ ? lead : std::min(reserved_end_ + options_.disk_reserve_step_bytes, lead);
   int rc = env_->reserve(reserved_end_, want);
   if (lmdb::is_no_space(rc) && want > need) {
     if (need <= reserved_end_)

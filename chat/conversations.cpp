@@ -6,7 +6,6 @@
 #include "runtime/log.hpp"
 
 #include <chrono>
-#include <future>
 
 namespace agner::chat {
 
@@ -19,10 +18,7 @@ uint64_t nonce_key(user_id from, std::string_view nonce) { return key_hash(nonce
 conversation_shard::conversation_shard(shard_context<view>& ctx, chat_core& core) : ctx_(ctx), core_(core) {
   // A restart in place may leave batches of the previous incarnation queued at the store; wait
   // until they are through, so that the seqs read back below are the final ones.
-  auto drained = std::make_shared<std::promise<void>>();
-  store::write_batch empty;
-  if (core.store().submit(std::move(empty), [drained](const store::commit_result&) { drained->set_value(); }))
-    drained->get_future().wait();
+  core.store().submit_and_wait(store::write_batch{});
 }
 
 void conversation_shard::on_write(write_msg& m) {
@@ -83,7 +79,9 @@ void conversation_shard::handle(conv_ops::send& m) {
   auto* s = load(m.conversation, m.sink, m.ref);
   if (!s)
     return;
-  touch(*s, m.received); // the gateway's clock reading: a few microseconds old at most
+  auto now = core_.time().now();
+  core_.send_to_sequenced().observe(static_cast<uint64_t>(std::max<int64_t>(0, (now - m.received).count())));
+  touch(*s, now);
   auto key = nonce_key(m.from, m.nonce);
   if (auto it = s->nonces.find(key); it != s->nonces.end()) {
     // A retry: answer with the original message, never create a second one.

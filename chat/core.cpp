@@ -21,7 +21,9 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
       checkpoints_(reg.make_counter("agner_chat_user_checkpoints_total", "User shard checkpoint marks handed to the store (a crash replays the log from a shard's latest durable one)")),
       checkpoint_walk_(reg.make_gauge("agner_chat_user_checkpoint_walk_users", "Users still to walk in the user checkpoints in progress")),
       send_to_stored_(reg.make_histogram("agner_chat_send_to_stored_seconds", "From a send reaching the chat core to its stored reply (durable)", {}, 1e-9)),
-      send_to_deliver_(reg.make_histogram("agner_chat_send_to_deliver_seconds", "From a send reaching the chat core to the push of its delivery to a connected recipient", {}, 1e-9)) {
+      send_to_deliver_(reg.make_histogram("agner_chat_send_to_deliver_seconds", "From a send reaching the chat core to the push of its delivery to a connected recipient", {}, 1e-9)),
+      send_to_sequenced_(reg.make_histogram("agner_chat_send_to_sequenced_seconds", "From a send reaching the chat core to its conversation's owner giving it a seq", {}, 1e-9)),
+      durable_to_owner_(reg.make_histogram("agner_chat_durable_to_owner_seconds", "From a message's commit returning to its recipient's owner handling the delivery", {}, 1e-9)) {
   // User checkpoints are per shard: a data directory written with another shard count would map
   // users to other shards and replay from the wrong checkpoints.
   auto key = std::string("chat/user_shards");
@@ -31,9 +33,7 @@ chat_core::chat_core(caf::actor_system& sys, store::node_store& store, metrics::
   } else {
     store::write_batch b;
     b.put(key, std::to_string(opts_.user_shards));
-    auto done = std::make_shared<std::promise<store::write_status>>();
-    if (!store_.submit(std::move(b), [done](const store::commit_result& r) { done->set_value(r.status); }) ||
-        done->get_future().get() != store::write_status::durable)
+    if (store_.submit_and_wait(std::move(b)) != store::write_status::durable)
       throw std::runtime_error("cannot record the shard count in the store");
   }
   service_options uo;
@@ -151,8 +151,10 @@ void chat_core::on_batch_committed(conversation_id c, const store::commit_result
     // On the writer thread, in log order: every user owner sees deliveries in log order, which
     // is what makes inbox_seq reproducible by replay.
     auto [a, b] = direct_members(c);
+    auto now = time().now();
     for (size_t i = 0; i < msgs.size(); ++i) {
       msgs[i].m->log_position = r.first_position + i;
+      msgs[i].m->durable = now;
       message_ptr m = msgs[i].m;
       auto origin_of = [&](user_id u) { return u == m->msg.from ? std::move(msgs[i].origin) : reply_to{}; };
       users_->cast(a, user_ops::deliver{a, m, origin_of(a)});
@@ -180,12 +182,11 @@ user_id chat_core::create_user(std::string_view name) {
   b.put(name_key(name), std::to_string(next));
   b.put(id_key(next), name);
   b.put(next_user_key, std::to_string(next + 1));
-  auto done = std::make_shared<std::promise<store::write_status>>();
-  if (!store_.submit(std::move(b), [done](const store::commit_result& r) { done->set_value(r.status); }))
+  auto st = store_.submit_and_wait(std::move(b));
+  if (!st)
     throw std::runtime_error("the store refused the write");
-  auto st = done->get_future().get();
-  if (st != store::write_status::durable)
-    throw std::runtime_error(fmt::format("cannot store the user: {}", store::to_string(st)));
+  if (*st != store::write_status::durable)
+    throw std::runtime_error(fmt::format("cannot store the user: {}", store::to_string(*st)));
   log::info("users", "created user {} ({})", next, name);
   return next;
 }
@@ -220,12 +221,11 @@ std::vector<user_id> chat_core::create_users(std::string_view prefix, uint32_t s
     if (created == 0)
       continue;
     b.put(next_user_key, std::to_string(next));
-    auto done = std::make_shared<std::promise<store::write_status>>();
-    if (!store_.submit(std::move(b), [done](const store::commit_result& r) { done->set_value(r.status); }))
+    auto st = store_.submit_and_wait(std::move(b));
+    if (!st)
       throw std::runtime_error("the store refused the write");
-    auto st = done->get_future().get();
-    if (st != store::write_status::durable)
-      throw std::runtime_error(fmt::format("cannot store the users: {}", store::to_string(st)));
+    if (*st != store::write_status::durable)
+      throw std::runtime_error(fmt::format("cannot store the users: {}", store::to_string(*st)));
   }
   log::info("users", "ensured {} users {}{}..{}{}", count, prefix, start, prefix, uint64_t{start} + count - 1);
   return ids;

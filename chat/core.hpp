@@ -105,6 +105,10 @@ public:
   /// the push of its delivery to a connected recipient (any thread).
   metrics::histogram& send_to_stored() noexcept { return send_to_stored_; }
   metrics::histogram& send_to_deliver() noexcept { return send_to_deliver_; }
+  /// Two waits inside send -> push: for the conversation's owner, and from the commit to the
+  /// recipient's owner (both for a shard's home thread; docs/operations.md).
+  metrics::histogram& send_to_sequenced() noexcept { return send_to_sequenced_; }
+  metrics::histogram& durable_to_owner() noexcept { return durable_to_owner_; }
 
   /// A message of an append batch, with the send its sender's owner answers once it is durable.
   struct appended {
@@ -131,6 +135,8 @@ private:
   metrics::gauge& checkpoint_walk_;
   metrics::histogram& send_to_stored_;
   metrics::histogram& send_to_deliver_;
+  metrics::histogram& send_to_sequenced_;
+  metrics::histogram& durable_to_owner_;
 };
 
 } // namespace agner::chat

@@ -243,12 +243,15 @@ void user_shard::handle(user_ops::deliver& m) {
   applied_max_ = std::max(applied_max_, m.m->log_position);
   bool fresh = apply_deliver(m.user, s, m.m);
   auto& msg = *m.m;
-  std::optional<uint64_t> since_send; // one clock reading for both latency series
-  auto latency = [&] {
-    if (!since_send)
-      since_send = static_cast<uint64_t>(std::max<int64_t>(0, (core_.time().now() - msg.received).count()));
-    return *since_send;
+  std::optional<time_point> now; // one clock reading for every latency series
+  auto since = [&](time_point t) {
+    if (!now)
+      now = core_.time().now();
+    return static_cast<uint64_t>(std::max<int64_t>(0, (*now - t).count()));
   };
+  auto latency = [&] { return since(msg.received); };
+  if (m.user != msg.msg.from && msg.durable != time_point{})
+    core_.durable_to_owner().observe(since(msg.durable));
   // The session that sent the message already has it: its `stored` carries the inbox_seq in
   // place of a copy (the user's other sessions get the copy). A session still in its resume
   // replay gets the entry from `pending` in order, so its `stored` goes without one.

@@ -29,6 +29,7 @@ struct durable_message {
   uint64_t seq;
   message_record msg;
   time_point received; ///< when the node got the send (for agner_chat_send_to_deliver_seconds)
+  time_point durable{}; ///< when its commit returned (for agner_chat_durable_to_owner_seconds)
 };
 using message_ptr = std::shared_ptr<const durable_message>;
 

@@ -12,6 +12,7 @@
 #include "runtime/log.hpp"
 #include "runtime/timer/asio_driver.hpp"
 #include "runtime/timer/wheel.hpp"
+#include "runtime/wake_batch.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -198,8 +199,10 @@ public:
     // which then takes them all (one post per burst instead of one per frame).
     std::lock_guard lock(inbox_mu_);
     inbox_.push_back(std::move(frame));
-    if (inbox_.size() == 1)
-      net::post(sock_.get_executor(), [self = this->shared_from_this()] { self->take_inbox(); });
+    if (inbox_.size() == 1) // inside a shard's drain, posted when the drain ends (runtime/wake_batch.hpp)
+      wake_batch::defer(this, [self = this->shared_from_this()] {
+        net::post(self->sock_.get_executor(), [self] { self->take_inbox(); });
+      });
   }
 
   void take_inbox() {
@@ -212,16 +215,21 @@ public:
       enqueue(f);
     flush();
   }
+  // Deferred like push (never merged), so that a burst's frames still go out before its close.
   void close(uint16_t code, std::string reason) override {
-    net::post(sock_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
+    wake_batch::defer(nullptr, [self = this->shared_from_this(), code, r = std::move(reason)]() mutable {
+      net::post(self->sock_.get_executor(), [self, code, r = std::move(r)] { self->do_close(code, r); });
+    });
   }
   void replay_paused(std::function<void()> ask_more) override {
     // Posted after the page's frames (same thread, FIFO), so they are queued when this runs.
-    net::post(sock_.get_executor(), [self = this->shared_from_this(), f = std::move(ask_more)]() mutable {
-      if (self->closing_ || self->finished_)
-        return;
-      self->ask_more_ = std::make_unique<std::function<void()>>(std::move(f));
-      self->maybe_ask_more();
+    wake_batch::defer(nullptr, [self = this->shared_from_this(), f = std::move(ask_more)]() mutable {
+      net::post(self->sock_.get_executor(), [self, f = std::move(f)]() mutable {
+        if (self->closing_ || self->finished_)
+          return;
+        self->ask_more_ = std::make_unique<std::function<void()>>(std::move(f));
+        self->maybe_ask_more();
+      });
     });
   }
 
@@ -369,6 +377,7 @@ private:
     if (ec)
       return abort();
     auto scratch = read_scratch();
+    wake_batch burst; // the frames' casts wake their shards' homes once, after the last frame
     // A few reads per wake-up at most, so one busy connection cannot hold the thread.
     for (int round = 0; round < 4; ++round) {
       size_t n = sock_.read_some(net::buffer(scratch.data(), scratch.size()), ec);

@@ -14,6 +14,7 @@
 #include "runtime/slot_table.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/timer/wheel.hpp"
+#include "runtime/wake_batch.hpp"
 
 #include <caf/all.hpp>
 
@@ -349,9 +350,11 @@ private:
         return;
       core->home_queue.push_back(std::move(msg));
       if (core->home_queue.size() > 1)
-        return; // a drain is already posted
+        return; // a drain is already posted (or deferred)
     }
-    post_home(core, [](shard_core& c) { c.svc->home_drain(c); });
+    // Inside a burst (a drain, a group commit's completions) the drain is posted when the burst
+    // ends: one wake-up of the home loop for the whole burst (runtime/wake_batch.hpp).
+    wake_batch::defer(core.get(), [core] { core->svc->post_home(core, [](shard_core& c) { c.svc->home_drain(c); }); });
   }
 
   // Runs `fn(core)` on the shard's home loop, unless the service stopped first.
@@ -368,6 +371,7 @@ private:
   }
 
   void home_drain(shard_core& c) {
+    wake_batch burst; // what the handlers hand to other threads wakes them once, after the loop
     {
       std::lock_guard lock(c.home_mu);
       c.draining.swap(c.home_queue);

@@ -16,6 +16,7 @@
 //         C++ heap per connection, with the heap broken down by allocation size.
 //   all   echo and chat windows interleaved (--repeats each), then rate, then idle.
 // Everything is bounded: --time-limit seconds for the whole run; children are killed at exit.
+#include "bench/chat/handoff_probe.hpp"
 #include "bench/chat/peer_process.hpp"
 #include "bench/chat/ws_load_client.hpp"
 #include "bench/harness.hpp"
@@ -30,6 +31,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -321,19 +323,33 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
     if (ge)
       ge->lat.reset();
     std::vector<double> rs, res;
-    constexpr std::string_view node_series = "agner_chat_send_to_deliver_seconds";
-    auto before = scrape_histogram(node->port, node_series);
+    // The node's own view: the chat core's send -> push, and the store's two stages inside it.
+    constexpr std::array<std::string_view, 5> node_series = {
+        "agner_chat_send_to_deliver_seconds", "agner_chat_send_to_sequenced_seconds", "agner_store_queue_wait_seconds",
+        "agner_store_commit_seconds", "agner_chat_durable_to_owner_seconds"};
+    auto scrape_all = [&] {
+      std::vector<scraped_histogram> v;
+      for (auto name : node_series)
+        v.push_back(scrape_histogram(node->port, name));
+      return v;
+    };
+    auto before = scrape_all();
+    // The box's own floor under each load: one thread handing work to another (handoff_probe.hpp).
+    metrics::histogram handoff_echo, handoff_chat;
     for (int r = 0; r < reps; ++r) {
       // Interleaved like the throughput windows; the node's histogram also sees its idle time
       // during the echo windows, which adds nothing to it.
       if (ge) {
         fmt::print("  echo, paced:\n");
+        bench::handoff_probe probe(handoff_echo);
         res.push_back(cl.run_paced(*ge, rate, o.warmup, o.seconds));
-        fmt::print("  chat, paced:\n");
       }
+      if (ge)
+        fmt::print("  chat, paced:\n");
+      bench::handoff_probe probe(handoff_chat);
       rs.push_back(cl.run_paced(*gc, rate, o.warmup, o.seconds));
     }
-    auto after = scrape_histogram(node->port, node_series);
+    auto after = scrape_all();
     auto rr = bench::from_samples(fmt::format("chat delivered at target {:.0f}/s", rate), rs, "msgs/s");
     bench::report(rr, cr ? &*cr : nullptr);
     if (ge) {
@@ -342,9 +358,16 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
       print_latency(fmt::format("echo round trip @{:.0f}/s", rate), ge->lat);
     }
     print_latency(fmt::format("chat send->recipient deliver @{:.0f}/s", rate), gc->lat);
+    if (ge)
+      print_latency("  a thread hand-off, during the echo windows", handoff_echo);
+    print_latency("  a thread hand-off, during the chat windows", handoff_chat);
     // The part of it inside the node's chat core; the rest is the two sockets, the two I/O
     // threads and the load client.
-    print_node_latency("  of which inside the node (core to push)", before, after);
+    print_node_latency("  of which inside the node (core to push)", before[0], after[0]);
+    print_node_latency("    send to its conversation's owner", before[1], after[1]);
+    print_node_latency("    a batch waiting for the store writer", before[2], after[2]);
+    print_node_latency("    a group commit (begin to durable)", before[3], after[3]);
+    print_node_latency("    durable to the recipient's owner", before[4], after[4]);
   }
   cl.close(ge);
   cl.close(gc);

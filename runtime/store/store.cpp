@@ -9,6 +9,7 @@
 #include "runtime/store/lmdb.hpp"
 #include "runtime/store/pending_index.hpp"
 #include "runtime/store/value_format.hpp"
+#include "runtime/wake_batch.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -193,8 +194,18 @@ bool node_store::submit(write_batch&& batch, completion done) {
     queue_bytes_gauge_.set(static_cast<int64_t>(queued_bytes_));
     queue_.push_back(queued{std::move(batch), std::move(done), {}, at});
   }
-  cv_.notify_one();
+  // From inside a burst (a shard's drain), the writer is woken once when the burst ends, and
+  // finds every batch of it queued: one group commit rather than one for the first batch.
+  wake_batch::defer(&cv_, [this] { cv_.notify_one(); });
   return true;
+}
+
+std::optional<write_status> node_store::submit_and_wait(write_batch&& batch) {
+  auto done = std::make_shared<std::promise<write_status>>();
+  if (!submit(std::move(batch), [done](const commit_result& r) { done->set_value(r.status); }))
+    return std::nullopt;
+  wake_batch::flush_now();
+  return done->get_future().get();
 }
 
 void node_store::grow_map(size_t bytes, std::function<void(bool)> done) {
@@ -282,8 +293,10 @@ void node_store::writer_loop() {
       for (const auto& q : group)
         queue_wait_ns_.observe(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - q.submitted).count()));
     }
-    if (!group.empty())
+    if (!group.empty()) {
+      wake_batch burst; // the completions' casts wake each shard's home once, after the last one
       run_group(group);
+    }
     group.clear();
     if (failed_.load(std::memory_order_acquire))
       return;

@@ -99,6 +99,10 @@ public:
   /// or has failed. Returns false, without calling `done`, when the queue holds more than
   /// `queue_bytes_max` (backpressure: retry later) or the store has failed or is closing.
   bool submit(write_batch&& batch, completion done);
+  /// `submit`, then blocks until the batch is durable or has failed; nullopt when refused. Not
+  /// from the writer thread (a completion). Runs the wake-ups the caller's burst deferred first
+  /// (runtime/wake_batch.hpp), the writer's among them.
+  std::optional<write_status> submit_and_wait(write_batch&& batch);
   /// Grows the LMDB map to `bytes` between two commits (readers are held back for the remap);
   /// `done(ok)` runs on the writer thread.
   void grow_map(size_t bytes, std::function<void(bool ok)> done = {});

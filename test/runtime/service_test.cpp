@@ -531,6 +531,56 @@ TEST_CASE("on home loops, delayed casts and per-key timers run on the home loop;
   svc.reset();
 }
 
+TEST_CASE("on home loops, the casts of a burst post one drain per shard, when the burst ends") {
+  // As a group commit's completions or a shard's drain do (runtime/wake_batch.hpp): the home loop
+  // is woken once for everything the burst handed it, not at the first cast.
+  real_system rs;
+  home_loops homes(1);
+  std::atomic<int> posts{0};
+  durable d;
+  service_options o;
+  o.shards = 2;
+  for (auto& post : homes.posters())
+    o.homes.push_back([post, &posts](std::function<void()> f) {
+      posts.fetch_add(1);
+      post(std::move(f));
+    });
+  service<kv_shard> svc(
+    *rs.sys, o, [&d](auto& ctx) { return std::make_unique<kv_shard>(ctx, d); }, nullptr);
+  auto applied = [&](uint64_t keys, size_t each) {
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard lock(d.mu);
+        bool all = true;
+        for (uint64_t k = 0; k < keys; ++k)
+          all = all && d.values[k].size() == each;
+        if (all)
+          return true;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  int before = posts.load();
+  {
+    wake_batch burst;
+    for (int64_t i = 0; i < 100; ++i)
+      for (uint64_t k = 0; k < 8; ++k)
+        svc.cast(k, {k, i});
+    CHECK(posts.load() == before); // nothing woken yet
+  }
+  // One drain per shard that got casts, posted as the burst closed.
+  std::set<size_t> shards;
+  for (uint64_t k = 0; k < 8; ++k)
+    shards.insert(svc.shard_of(k));
+  CHECK(posts.load() - before == static_cast<int>(shards.size()));
+  REQUIRE(applied(8, 100));
+  std::lock_guard lock(d.mu);
+  for (uint64_t k = 0; k < 8; ++k)
+    for (int64_t i = 0; i < 100; ++i)
+      REQUIRE(d.values[k][i] == i);
+}
+
 TEST_CASE("casts from another thread while the service stops, and after it, are dropped safely") {
   // As the store's writer does: a completion can cast into a service that its owner is stopping.
   for (bool homed : {true, false}) {

@@ -3,11 +3,13 @@
 #include "runtime/store/recovery.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/store/value_format.hpp"
+#include "runtime/wake_batch.hpp"
 #include "test/runtime/store/store_test_support.hpp"
 
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <future>
 #include <latch>
 #include <map>
 #include <random>
@@ -81,6 +83,52 @@ TEST_CASE("writes queued while a commit runs share the next commit") {
     CHECK(rs[i].status == write_status::durable);
     CHECK(rs[i].first_position == i + 1); // log positions follow submission order
   }
+}
+
+TEST_CASE("the batches a burst submits wake the writer once, at its end, and share one commit") {
+  // As a shard's drain does (runtime/wake_batch.hpp). The writer sleeps (nothing queued, no index
+  // pending) until woken.
+  temp_dir dir;
+  metrics::registry m;
+  node_store s(test_options(dir.path()), m);
+  auto& commits = m.make_counter("agner_store_commits_total", "");
+  {
+    // Waiting for a batch inside a burst wakes the writer first: no deadlock. (On a thread of its
+    // own, so that a regression fails here rather than hanging.)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100)); // the writer is asleep by now
+    std::promise<std::optional<write_status>> status;
+    std::thread waiter([&] {
+      wake_batch burst;
+      write_batch b;
+      b.put("k", "v");
+      status.set_value(s.submit_and_wait(std::move(b)));
+    });
+    auto f = status.get_future();
+    bool answered = f.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    CHECK(answered);
+    if (!answered)
+      s.submit(write_batch{}, [](const commit_result&) {}); // no burst here: wakes the writer
+    waiter.join();
+    CHECK(f.get() == write_status::durable);
+    CHECK(s.get("k") == "v");
+  }
+  // The writer finishes its round after the completion above (it could still see the burst's
+  // first batch without a wake-up); let it go to sleep.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto before = commits.value();
+  completions c;
+  {
+    wake_batch burst;
+    for (int i = 0; i < 50; ++i) {
+      write_batch b;
+      b.append(static_cast<uint64_t>(i % 5), static_cast<uint64_t>(i / 5 + 1), "x");
+      REQUIRE(s.submit(std::move(b), c.make()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(commits.value() == before); // not woken yet: nothing committed
+  }
+  REQUIRE(c.wait(50));
+  CHECK(commits.value() == before + 1); // every batch of the burst in one group commit
 }
 
 TEST_CASE("the queue-wait histogram shows how long a batch waited behind a running commit") {

@@ -6,8 +6,10 @@
 #include <boost/asio/signal_set.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <fmt/format.h>
 
 #include <csignal>
+#include <pthread.h>
 #include <unistd.h>
 
 namespace agner {
@@ -83,7 +85,9 @@ void node::start(bool handle_signals) {
     signals_->set.async_wait(rearm{this});
   }
   for (auto& io : ios_) {
-    threads_.emplace_back([io = io.get()] {
+    threads_.emplace_back([io = io.get(), n = threads_.size()] {
+      // Named for top -H, perf and /proc (15 characters at most).
+      pthread_setname_np(pthread_self(), fmt::format("agner.io.{}", n).c_str());
       auto guard = boost::asio::make_work_guard(*io);
       io->run();
     });

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <pthread.h>
 
 #include <fmt/format.h>
 
@@ -119,7 +120,10 @@ node_store::node_store(store_options options, metrics::registry& m, store_hooks 
   open_databases();
   rebuild_pending_index();
   last_freeze_ = std::chrono::steady_clock::now();
-  writer_ = std::thread([this] { writer_loop(); });
+  writer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "agner.writer");
+    writer_loop();
+  });
 }
 
 node_store::~node_store() {

@@ -160,6 +160,34 @@ void print_node_latency(const std::string& what, const scraped_histogram& a, con
              what, (b.sum - a.sum) / static_cast<double>(n) * 1e6, quantile(0.5), quantile(0.99), n);
 }
 
+/// The node's own split of a send's time (send -> push, and the waits inside it), scraped from
+/// /metrics before and after a set of windows.
+struct node_stages {
+  static constexpr std::array<std::string_view, 5> series = {
+    "agner_chat_send_to_deliver_seconds", "agner_chat_send_to_sequenced_seconds", "agner_store_queue_wait_seconds",
+    "agner_store_commit_seconds", "agner_chat_durable_to_owner_seconds"};
+  std::vector<scraped_histogram> before;
+
+  explicit node_stages(uint16_t port) : before(scrape(port)) {}
+  static std::vector<scraped_histogram> scrape(uint16_t port) {
+    std::vector<scraped_histogram> v;
+    for (auto name : series)
+      v.push_back(scrape_histogram(port, name));
+    return v;
+  }
+  /// Prints each series' change since construction.
+  void print(uint16_t port) const {
+    auto after = scrape(port);
+    // The part inside the node's chat core; the rest is the two sockets, the two I/O threads and
+    // the load client.
+    print_node_latency("  of which inside the node (core to push)", before[0], after[0]);
+    print_node_latency("    send to its conversation's owner", before[1], after[1]);
+    print_node_latency("    a batch waiting for the store writer", before[2], after[2]);
+    print_node_latency("    a group commit (begin to durable)", before[3], after[3]);
+    print_node_latency("    durable to the recipient's owner", before[4], after[4]);
+  }
+};
+
 void print_latency(const std::string& what, const metrics::histogram& h) {
   auto us = [&](double q) { return static_cast<double>(h.quantile(q)) / 1e3; };
   fmt::print("{:<44} p50 {:>8.1f} us  p99 {:>8.1f} us  p999 {:>8.1f} us  max-bucket {:>8.1f} us  (n={}, +12.5% bucket bound)\n",
@@ -283,6 +311,9 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
              "(+{:.1f}s warm-up), node io_threads={}\n",
              o.conns, o.window, o.threads, reps, o.seconds, o.warmup, o.node_io_threads);
   std::vector<double> es, cs;
+  std::optional<node_stages> max_stages;
+  if (gc && do_chat)
+    max_stages.emplace(node->port);
   for (int r = 0; r < reps; ++r) {
     if (ge && do_echo) {
       es.push_back(cl.run_window(*ge, o.warmup, o.seconds));
@@ -313,8 +344,10 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
     }
   if (ge && do_echo)
     print_latency("echo round trip", ge->lat);
-  if (gc && do_chat)
+  if (gc && do_chat) {
     print_latency("chat send->recipient deliver (max load)", gc->lat);
+    max_stages->print(node->port);
+  }
   if (gc && do_rate) {
     double rate = o.rate > 0 ? o.rate : out.chat_max / 2;
     if (rate <= 0)
@@ -323,17 +356,7 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
     if (ge)
       ge->lat.reset();
     std::vector<double> rs, res;
-    // The node's own view: the chat core's send -> push, and the store's two stages inside it.
-    constexpr std::array<std::string_view, 5> node_series = {
-        "agner_chat_send_to_deliver_seconds", "agner_chat_send_to_sequenced_seconds", "agner_store_queue_wait_seconds",
-        "agner_store_commit_seconds", "agner_chat_durable_to_owner_seconds"};
-    auto scrape_all = [&] {
-      std::vector<scraped_histogram> v;
-      for (auto name : node_series)
-        v.push_back(scrape_histogram(node->port, name));
-      return v;
-    };
-    auto before = scrape_all();
+    node_stages stages(node->port);
     // The box's own floor under each load: one thread handing work to another (handoff_probe.hpp).
     metrics::histogram handoff_echo, handoff_chat;
     for (int r = 0; r < reps; ++r) {
@@ -349,7 +372,6 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
       bench::handoff_probe probe(handoff_chat);
       rs.push_back(cl.run_paced(*gc, rate, o.warmup, o.seconds));
     }
-    auto after = scrape_all();
     auto rr = bench::from_samples(fmt::format("chat delivered at target {:.0f}/s", rate), rs, "msgs/s");
     bench::report(rr, cr ? &*cr : nullptr);
     if (ge) {
@@ -361,13 +383,7 @@ throughput run_throughput(const options& o, client& cl, bool do_echo, bool do_ch
     if (ge)
       print_latency("  a thread hand-off, during the echo windows", handoff_echo);
     print_latency("  a thread hand-off, during the chat windows", handoff_chat);
-    // The part of it inside the node's chat core; the rest is the two sockets, the two I/O
-    // threads and the load client.
-    print_node_latency("  of which inside the node (core to push)", before[0], after[0]);
-    print_node_latency("    send to its conversation's owner", before[1], after[1]);
-    print_node_latency("    a batch waiting for the store writer", before[2], after[2]);
-    print_node_latency("    a group commit (begin to durable)", before[3], after[3]);
-    print_node_latency("    durable to the recipient's owner", before[4], after[4]);
+    stages.print(node->port);
   }
   cl.close(ge);
   cl.close(gc);
